@@ -1,0 +1,26 @@
+//! `memstate`: the whole EVM state in memory — accounts, storage, code and recent block hashes —
+//! served to revm through [`Overlay`] (`Database` + `DatabaseCommit`), with every change recorded
+//! as a [`StateDiff`] that the sequencer applies, persists and publishes.
+//!
+//! It owns the state tables, the diff type, genesis loading (geth-style `alloc` JSON) and the
+//! Ethereum MPT root used for conformance checks. It does no networking, starts no threads and
+//! knows nothing of blocks beyond a block-hash lookup ([`BlockHashes`]).
+//!
+//! Concurrency: one writer (the block builder) applies whole diffs under a short write lock;
+//! readers (RPC, executors) take the read lock per access, never across an execution. Readers
+//! that need one consistent view across many accesses (an `eth_call`) read the [`MemState::version`]
+//! before and after and retry if a diff landed in between (see [`MemState::consistent`]).
+
+mod diff;
+mod genesis;
+mod mpt;
+mod overlay;
+mod state;
+
+pub use diff::{AccountDiff, AccountData, StateDiff};
+pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
+pub use overlay::{BlockHashes, NoBlockHashes, Overlay};
+pub use state::{Account, MemState, StateError};
+
+/// Keccak-256 of empty code, the code hash of every account without code.
+pub use revm::primitives::KECCAK_EMPTY;

@@ -1,0 +1,156 @@
+//! revm's view of the state for a run of transactions: reads fall through to [`MemState`],
+//! writes stay in a [`StateDiff`] until the caller applies it.
+
+use alloy_primitives::{Address, B256, U256};
+use revm::{
+    database_interface::{Database, DatabaseCommit},
+    primitives::AddressMap,
+    state::{Account as RevmAccount, AccountInfo, Bytecode},
+};
+
+use crate::{
+    diff::{AccountData, StateDiff},
+    state::{MemState, StateError},
+};
+
+/// Where BLOCKHASH looks. revm asks only for the 256 blocks before the current one.
+pub trait BlockHashes {
+    /// The hash of block `number`.
+    fn block_hash(&self, number: u64) -> Result<B256, StateError>;
+}
+
+/// No known block hashes: every lookup fails.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoBlockHashes;
+
+impl BlockHashes for NoBlockHashes {
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        Err(StateError::BlockHashUnavailable(number))
+    }
+}
+
+impl<F: Fn(u64) -> Result<B256, StateError>> BlockHashes for F {
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self(number)
+    }
+}
+
+/// A writable layer over a shared [`MemState`]; the layer is the [`StateDiff`] it accumulates.
+#[derive(Debug)]
+pub struct Overlay<'a, H> {
+    base: &'a MemState,
+    hashes: H,
+    diff: StateDiff,
+}
+
+fn to_info(data: AccountData) -> AccountInfo {
+    let mut info = AccountInfo::default();
+    info.nonce = data.nonce;
+    info.balance = data.balance;
+    info.code_hash = data.code_hash;
+    info
+}
+
+impl<'a, H: BlockHashes> Overlay<'a, H> {
+    /// An empty layer over `base`.
+    pub fn new(base: &'a MemState, hashes: H) -> Self {
+        Self { base, hashes, diff: StateDiff::default() }
+    }
+
+    /// What has been committed into the layer so far.
+    pub fn diff(&self) -> &StateDiff {
+        &self.diff
+    }
+
+    /// Ends the layer, returning its changes.
+    pub fn into_diff(self) -> StateDiff {
+        self.diff
+    }
+
+    /// The account as this layer sees it.
+    pub fn account(&self, address: &Address) -> Option<AccountData> {
+        match self.diff.accounts.get(address) {
+            Some(change) => change.info,
+            None => self.base.account(address),
+        }
+    }
+
+    /// A slot as this layer sees it.
+    pub fn storage_value(&self, address: &Address, slot: &U256) -> U256 {
+        if let Some(change) = self.diff.accounts.get(address) {
+            if let Some(value) = change.storage.get(slot) {
+                return *value;
+            }
+            if change.storage_cleared || change.info.is_none() {
+                return U256::ZERO;
+            }
+        }
+        self.base.storage(address, slot)
+    }
+
+    fn commit_account(&mut self, address: Address, account: RevmAccount) {
+        if !account.is_touched() {
+            return;
+        }
+        let change = self.diff.accounts.entry(address).or_default();
+        // revm leaves the EIP-161 rule to the database: touched empty accounts are removed.
+        if account.is_selfdestructed() || account.is_empty() {
+            change.info = None;
+            change.storage_cleared = true;
+            change.storage.clear();
+            return;
+        }
+        if account.is_created() {
+            change.storage_cleared = true;
+            change.storage.clear();
+        }
+        change.info = Some(AccountData {
+            nonce: account.info.nonce,
+            balance: account.info.balance,
+            code_hash: account.info.code_hash,
+        });
+        for (slot, value) in account.storage {
+            if value.is_changed() || account.status.contains(revm::state::AccountStatus::Created) {
+                change.storage.insert(slot, value.present_value);
+            }
+        }
+        if let Some(code) = account.info.code
+            && account.info.code_hash != crate::KECCAK_EMPTY
+            && !self.diff.codes.contains_key(&account.info.code_hash)
+            && self.base.code_by_hash(&account.info.code_hash).is_none()
+        {
+            self.diff.codes.insert(account.info.code_hash, code);
+        }
+    }
+}
+
+impl<H: BlockHashes> Database for Overlay<'_, H> {
+    type Error = StateError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        Ok(self.account(&address).map(to_info))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
+        if let Some(code) = self.diff.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
+        Ok(self.base.code_by_hash(&code_hash).unwrap_or_default())
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
+        Ok(self.storage_value(&address, &index))
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.hashes.block_hash(number)
+    }
+}
+
+impl<H: BlockHashes> DatabaseCommit for Overlay<'_, H> {
+    fn commit(&mut self, changes: AddressMap<RevmAccount>) {
+        for (address, account) in changes {
+            self.commit_account(address, account);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The sequencer's configuration: a TOML file with one table per section, every key documented
+//! here with its unit and default, validated at load with errors that name the key.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use alloy_primitives::Address;
+use revm::primitives::hardfork::SpecId;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said (it names the key).
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("config key {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `blocks.mini_block_interval`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[chain]`: identity and rules of the chain.
+    pub chain: ChainConfig,
+    /// `[blocks]`: block production.
+    pub blocks: BlocksConfig,
+    /// `[pool]`: transaction admission.
+    pub pool: PoolConfig,
+    /// `[rpc]`: the JSON-RPC server.
+    pub rpc: RpcConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[storage]`: where and how data is kept.
+    pub storage: StorageConfig,
+}
+
+/// `[chain]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// EIP-155 chain id. Default 31337 (as anvil and hardhat).
+    pub chain_id: u64,
+    /// Hard fork whose rules apply, by revm's name (`cancun`, `prague`, `osaka`, …).
+    /// Default `osaka`, the newest that revm 43 supports as stable.
+    pub hardfork: String,
+    /// Address credited with priority fees. Default the zero address.
+    pub beneficiary: Address,
+    /// Genesis `alloc` JSON (geth format; a whole genesis file also works). Required outside
+    /// `--dev`; in dev mode the default is the ten dev accounts with 10 000 ETH each.
+    pub genesis: Option<PathBuf>,
+    /// Base fee of block 1, in wei. Default 1 000 000 000 (1 gwei).
+    pub initial_base_fee: u64,
+    /// Gas limit of one EVM block (all its mini-blocks together), in gas. Default 3 000 000 000.
+    pub block_gas_limit: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self {
+            chain_id: 31337,
+            hardfork: "osaka".into(),
+            beneficiary: Address::ZERO,
+            genesis: None,
+            initial_base_fee: 1_000_000_000,
+            block_gas_limit: 3_000_000_000,
+        }
+    }
+}
+
+impl ChainConfig {
+    /// The hard fork as revm's [`SpecId`].
+    pub fn spec(&self) -> Result<SpecId, ConfigError> {
+        parse_spec(&self.hardfork).ok_or_else(|| ConfigError::Invalid {
+            key: "chain.hardfork",
+            reason: format!(
+                "unknown hard fork {:?} (expected one of: cancun, prague, osaka)",
+                self.hardfork
+            ),
+        })
+    }
+}
+
+fn parse_spec(name: &str) -> Option<SpecId> {
+    let wanted = name.trim().to_ascii_lowercase();
+    [SpecId::SHANGHAI, SpecId::CANCUN, SpecId::PRAGUE, SpecId::OSAKA]
+        .into_iter()
+        .find(|spec| <&'static str>::from(*spec).eq_ignore_ascii_case(&wanted))
+}
+
+/// `[blocks]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlocksConfig {
+    /// Longest time between mini-blocks while transactions wait (`"10ms"`, `"1s"`, `"500us"`).
+    /// A mini-block seals earlier when the executor is idle and transactions are ready, so a
+    /// lone transaction does not wait out the tick. Default `"10ms"`.
+    #[serde(with = "duration_str")]
+    pub mini_block_interval: Duration,
+    /// Time between EVM blocks, each holding the mini-blocks sealed in that time. Default `"1s"`.
+    #[serde(with = "duration_str")]
+    pub evm_block_interval: Duration,
+    /// Most transactions in one mini-block. Default 10 000.
+    pub max_mini_block_txs: usize,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        Self {
+            mini_block_interval: Duration::from_millis(10),
+            evm_block_interval: Duration::from_secs(1),
+            max_mini_block_txs: 10_000,
+        }
+    }
+}
+
+/// `[pool]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// How far ahead of an account's next nonce a transaction may be and still wait in the
+    /// pool. Default 64.
+    pub max_nonce_gap: u64,
+    /// Most transactions the pool holds. Default 200 000.
+    pub capacity: usize,
+    /// Largest accepted transaction, in bytes of its EIP-2718 encoding. Default 131 072.
+    pub max_tx_size: usize,
+    /// Fee increase, in percent, a transaction needs to replace one with the same nonce.
+    /// Default 10.
+    pub price_bump_percent: u64,
+    /// Priority fee suggested by `eth_maxPriorityFeePerGas`, in wei. Default 1 000 000 000.
+    pub suggested_priority_fee: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_nonce_gap: 64,
+            capacity: 200_000,
+            max_tx_size: 128 * 1024,
+            price_bump_percent: 10,
+            suggested_priority_fee: 1_000_000_000,
+        }
+    }
+}
+
+/// `[rpc]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Address of the HTTP + WebSocket server. Default `127.0.0.1:8545`.
+    pub addr: SocketAddr,
+    /// Largest request body, in bytes. Default 10 485 760.
+    pub max_request_size: u32,
+    /// Largest response body, in bytes. Default 104 857 600.
+    pub max_response_size: u32,
+    /// Most calls in one batch request. Default 1 000.
+    pub max_batch_len: u32,
+    /// Most concurrent connections. Default 1 000.
+    pub max_connections: u32,
+    /// How long `realtime_sendRawTransaction` and `eth_sendRawTransactionSync` wait for the
+    /// receipt by default (`"10s"`). Default `"10s"`.
+    #[serde(with = "duration_str")]
+    pub realtime_timeout: Duration,
+    /// Gas cap for `eth_call`, `eth_estimateGas` and `eth_createAccessList`. Default 50 000 000.
+    pub gas_cap: u64,
+    /// Most blocks one `eth_getLogs` may scan. Default 10 000.
+    pub max_logs_range: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8545".parse().expect("valid literal"),
+            max_request_size: 10 * 1024 * 1024,
+            max_response_size: 100 * 1024 * 1024,
+            max_batch_len: 1_000,
+            max_connections: 1_000,
+            realtime_timeout: Duration::from_secs(10),
+            gas_cap: 50_000_000,
+            max_logs_range: 10_000,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text at `http://ADDR/metrics`. Default true.
+    pub enabled: bool,
+    /// Address of the metrics endpoint. Default `127.0.0.1:9100`.
+    pub addr: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, addr: "127.0.0.1:9100".parse().expect("valid literal") }
+    }
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Data directory (WAL and NOMT database). Default: `./sequencer-data`; in `--dev` mode a
+    /// fresh temporary directory, removed at exit.
+    pub datadir: Option<PathBuf>,
+    /// NOMT hash-table buckets (4 KiB pages each; size it for the state). Default 16 384.
+    pub nomt_buckets: u32,
+    /// NOMT commit threads. Default 1.
+    pub nomt_commit_concurrency: usize,
+    /// fsync the WAL before receipts are released. Turning it off loses acknowledged
+    /// transactions on power loss; only for throwaway chains. Default true.
+    pub fsync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { datadir: None, nomt_buckets: 16_384, nomt_commit_concurrency: 1, fsync: true }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
+        self.chain.spec()?;
+        if self.chain.chain_id == 0 {
+            return invalid("chain.chain_id", "must be greater than 0");
+        }
+        if self.chain.block_gas_limit < 21_000 {
+            return invalid("chain.block_gas_limit", "must be at least 21000");
+        }
+        if self.blocks.mini_block_interval.is_zero() {
+            return invalid("blocks.mini_block_interval", "must be greater than 0");
+        }
+        if self.blocks.evm_block_interval < self.blocks.mini_block_interval {
+            return invalid(
+                "blocks.evm_block_interval",
+                "must be at least blocks.mini_block_interval",
+            );
+        }
+        if self.blocks.max_mini_block_txs == 0 {
+            return invalid("blocks.max_mini_block_txs", "must be greater than 0");
+        }
+        if self.pool.capacity == 0 {
+            return invalid("pool.capacity", "must be greater than 0");
+        }
+        if self.pool.max_tx_size < 128 {
+            return invalid("pool.max_tx_size", "must be at least 128 bytes");
+        }
+        if self.rpc.max_batch_len == 0 {
+            return invalid("rpc.max_batch_len", "must be greater than 0");
+        }
+        if self.rpc.gas_cap < 21_000 {
+            return invalid("rpc.gas_cap", "must be at least 21000");
+        }
+        if self.storage.nomt_buckets < 64 {
+            return invalid("storage.nomt_buckets", "must be at least 64");
+        }
+        if self.storage.nomt_commit_concurrency == 0 {
+            return invalid("storage.nomt_commit_concurrency", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Durations written as `"10ms"`, `"1s"`, `"250us"`, `"2m"`.
+pub mod duration_str {
+    use super::*;
+
+    /// Parses `"<integer><unit>"` with unit `us`, `ms`, `s` or `m`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value = u64::from_str(digits)
+            .map_err(|_| format!("{text:?} is not a duration like \"10ms\" or \"1s\""))?;
+        match unit.trim() {
+            "us" | "µs" => Ok(Duration::from_micros(value)),
+            "ms" => Ok(Duration::from_millis(value)),
+            "s" => Ok(Duration::from_secs(value)),
+            "m" => Ok(Duration::from_secs(value * 60)),
+            other => Err(format!("unknown duration unit {other:?} in {text:?} (us, ms, s, m)")),
+        }
+    }
+
+    /// Formats a duration in the largest unit that divides it.
+    pub fn format(d: &Duration) -> String {
+        let us = d.as_micros();
+        if us % 1_000_000 == 0 {
+            format!("{}s", us / 1_000_000)
+        } else if us % 1_000 == 0 {
+            format!("{}ms", us / 1_000)
+        } else {
+            format!("{us}us")
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.blocks.mini_block_interval, Duration::from_millis(10));
+        assert_eq!(back.chain.spec().unwrap(), SpecId::OSAKA);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad: Config = toml::from_str("[blocks]\nmini_block_interval = \"0ms\"").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("blocks.mini_block_interval"), "{err}");
+
+        let unknown = toml::from_str::<Config>("[blocks]\nmini_block_intervl = \"1ms\"");
+        assert!(unknown.unwrap_err().to_string().contains("mini_block_intervl"));
+
+        let fork: Config = toml::from_str("[chain]\nhardfork = \"byzantium2\"").unwrap();
+        assert!(fork.validate().unwrap_err().to_string().contains("chain.hardfork"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration_str::parse("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(duration_str::parse("2s").unwrap(), Duration::from_secs(2));
+        assert!(duration_str::parse("10 parsecs").is_err());
+        assert!(duration_str::parse("ms").is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! Execution of ordered transactions with revm over a [`memstate::Overlay`].
+
+use std::{sync::Arc, time::Instant};
+
+use alloy_primitives::{Address, B256, Log, U256, keccak256};
+use memstate::{BlockHashes, MemState, Overlay, StateDiff, StateError};
+use revm::{
+    Context, ExecuteCommitEvm, MainBuilder, MainContext,
+    context::{BlockEnv, TxEnv},
+    context_interface::{
+        block::BlobExcessGasAndPrice,
+        result::{EVMError, ExecutionResult, InvalidTransaction},
+    },
+    database_interface::Database,
+    handler::{MainnetContext, MainnetEvm},
+    primitives::hardfork::SpecId,
+};
+
+use crate::tx::PooledTx;
+
+/// The block a run of transactions executes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEnvParams {
+    /// EVM block number.
+    pub number: u64,
+    /// Block timestamp, seconds.
+    pub timestamp: u64,
+    /// Fee recipient.
+    pub beneficiary: Address,
+    /// EIP-1559 base fee, wei.
+    pub base_fee: u64,
+    /// Block gas limit.
+    pub gas_limit: u64,
+}
+
+impl BlockEnvParams {
+    /// PREVRANDAO: a value fixed per block number. A single sequencer has no beacon chain, so
+    /// this is not randomness and contracts must not treat it as such.
+    pub fn prevrandao(&self) -> B256 {
+        keccak256(self.number.to_be_bytes())
+    }
+
+    /// revm's block environment.
+    pub fn block_env(&self, spec: SpecId) -> BlockEnv {
+        BlockEnv {
+            number: U256::from(self.number),
+            beneficiary: self.beneficiary,
+            timestamp: U256::from(self.timestamp),
+            gas_limit: self.gas_limit,
+            basefee: self.base_fee,
+            difficulty: U256::ZERO,
+            prevrandao: Some(self.prevrandao()),
+            blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new_with_spec(0, spec)),
+            ..Default::default()
+        }
+    }
+}
+
+/// A revm instance for the chain's rules over `db`.
+pub fn new_evm<DB: Database>(
+    db: DB,
+    spec: SpecId,
+    chain_id: u64,
+    block: BlockEnv,
+) -> MainnetEvm<MainnetContext<DB>> {
+    Context::mainnet()
+        .with_db(db)
+        .modify_cfg_chained(|cfg| {
+            cfg.chain_id = chain_id;
+            cfg.set_spec_and_mainnet_gas_params(spec);
+        })
+        .with_block(block)
+        .build_mainnet()
+}
+
+/// One executed transaction.
+#[derive(Debug)]
+pub struct TxOutcome {
+    /// The transaction.
+    pub tx: Arc<PooledTx>,
+    /// EIP-658 status: true unless it reverted or halted.
+    pub success: bool,
+    /// Gas charged.
+    pub gas_used: u64,
+    /// Logs emitted (empty when it failed).
+    pub logs: Vec<Log>,
+    /// Address of the contract it created.
+    pub contract_address: Option<Address>,
+}
+
+/// The result of executing a batch.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Executed transactions in order.
+    pub executed: Vec<TxOutcome>,
+    /// Transactions refused at execution (stale nonce, balance spent meanwhile, …).
+    pub dropped: Vec<(Arc<PooledTx>, String)>,
+    /// Transactions not attempted because the deadline passed; they stay in the pool.
+    pub deferred: Vec<Arc<PooledTx>>,
+    /// State changes of the executed transactions.
+    pub diff: StateDiff,
+    /// Gas used by the executed transactions.
+    pub gas_used: u64,
+}
+
+/// Chain rules for execution.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainRules {
+    /// Hard fork.
+    pub spec: SpecId,
+    /// Chain id.
+    pub chain_id: u64,
+}
+
+/// Executes `txs` in order over `state`, stopping once `deadline` has passed (at least one
+/// transaction always runs). Nothing is applied to `state`: the caller applies the diff.
+pub fn execute_batch<H: BlockHashes>(
+    state: &MemState,
+    hashes: H,
+    rules: ChainRules,
+    env: &BlockEnvParams,
+    txs: Vec<Arc<PooledTx>>,
+    mut gas_left: u64,
+    deadline: Option<Instant>,
+) -> BatchOutcome {
+    let overlay = Overlay::new(state, hashes);
+    let mut evm = new_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec));
+    let mut out = BatchOutcome::default();
+    let mut txs = txs.into_iter();
+    for tx in txs.by_ref() {
+        if tx.gas_limit() > gas_left {
+            out.deferred.push(tx);
+            continue;
+        }
+        match evm.transact_commit(tx.tx_env()) {
+            Ok(result) => {
+                let gas_used = result.gas().tx_gas_used();
+                gas_left = gas_left.saturating_sub(gas_used);
+                out.gas_used += gas_used;
+                let contract_address = result.created_address();
+                let success = result.is_success();
+                let logs = match result {
+                    ExecutionResult::Success { logs, .. } => logs,
+                    _ => Vec::new(),
+                };
+                out.executed.push(TxOutcome { tx, success, gas_used, logs, contract_address });
+            }
+            Err(err) => out.dropped.push((tx, execution_error_message(&err))),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    out.deferred.extend(txs);
+    out.diff = evm.ctx.journaled_state.database.into_diff();
+    out
+}
+
+/// geth-style wording for revm's refusals.
+pub fn execution_error_message(err: &EVMError<StateError, InvalidTransaction>) -> String {
+    match err {
+        EVMError::Transaction(InvalidTransaction::NonceTooLow { tx, state }) => {
+            format!("nonce too low: next nonce {state}, tx nonce {tx}")
+        }
+        EVMError::Transaction(InvalidTransaction::NonceTooHigh { tx, state }) => {
+            format!("nonce too high: next nonce {state}, tx nonce {tx}")
+        }
+        EVMError::Transaction(InvalidTransaction::LackOfFundForMaxFee { fee, balance }) => {
+            format!("insufficient funds for gas * price + value: have {balance} want {fee}")
+        }
+        EVMError::Transaction(InvalidTransaction::GasPriceLessThanBasefee) => {
+            "max fee per gas less than block base fee".into()
+        }
+        EVMError::Transaction(InvalidTransaction::CallGasCostMoreThanGasLimit {
+            initial_gas,
+            gas_limit,
+        }) => format!("intrinsic gas too low: gas {gas_limit}, minimum needed {initial_gas}"),
+        EVMError::Transaction(InvalidTransaction::RejectCallerWithCode) => {
+            "sender not an eoa".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Runs one transaction without keeping its changes (for `eth_call` and friends).
+pub fn simulate<H: BlockHashes>(
+    state: &MemState,
+    hashes: H,
+    rules: ChainRules,
+    block: BlockEnv,
+    tx: TxEnv,
+    configure: impl FnOnce(&mut revm::context::CfgEnv),
+) -> Result<revm::context_interface::result::ExecResultAndState<ExecutionResult>, String> {
+    use revm::ExecuteEvm;
+    let overlay = Overlay::new(state, hashes);
+    let mut evm = Context::mainnet()
+        .with_db(overlay)
+        .modify_cfg_chained(|cfg| {
+            cfg.chain_id = rules.chain_id;
+            cfg.set_spec_and_mainnet_gas_params(rules.spec);
+            configure(cfg);
+        })
+        .with_block(block)
+        .build_mainnet();
+    evm.transact(tx).map_err(|e| execution_error_message(&e))
+}

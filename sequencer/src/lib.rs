@@ -1,0 +1,21 @@
+//! `sequencer`: the process operators run. It takes users' transactions (JSON-RPC over HTTP and
+//! WebSocket), checks and orders them (pool), executes them with revm over `memstate` in
+//! mini-blocks and EVM blocks (builder), makes them durable (WAL) before any receipt is
+//! released, commits state roots with NOMT off the execution path, and serves reads,
+//! subscriptions and metrics.
+//!
+//! It does not own state storage (`memstate`), code generation (`jit`) or host placement
+//! (`numa`); it calls them. Nothing calls it but its binary, `bench` and tests.
+
+pub mod chain;
+pub mod config;
+pub mod dev;
+pub mod exec;
+pub mod node;
+pub mod pool;
+pub mod root;
+pub mod tx;
+pub mod wal;
+
+pub use config::Config;
+pub use node::{Node, NodeError, SubmitError};

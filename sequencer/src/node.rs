@@ -1,0 +1,681 @@
+//! The sequencer as a library: start-up (data directory, WAL replay, genesis), transaction
+//! intake, and the block builder thread that seals mini-blocks and EVM blocks.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy_eips::eip1559::{BaseFeeParams, calc_next_block_base_fee};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use memstate::{MemState, StateDiff};
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::{
+    chain::{Chain, ExecutedTx, MiniBlock, OpenBlock},
+    config::Config,
+    exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
+    pool::Pool,
+    root::{BlockToSeal, Committer, RootError},
+    tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch},
+    wal::{Record, Wal, WalError},
+};
+
+/// The sequencer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Genesis could not be read.
+    #[error("genesis {path}: {reason}")]
+    Genesis {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The WAL could not be read.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// NOMT could not be opened.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// A WAL transaction did not replay as it executed.
+    #[error("WAL replay of block {block}: {reason}")]
+    Replay {
+        /// EVM block number.
+        block: u64,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Why a realtime submission returned no receipt.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused at intake.
+    #[error(transparent)]
+    Rejected(#[from] TxError),
+    /// Admitted, then refused at execution.
+    #[error("{0}")]
+    Dropped(String),
+    /// Not sealed in time (it may still be).
+    #[error("realtime transaction expired")]
+    Expired,
+    /// The sequencer is stopping or has stopped after a fatal error.
+    #[error("sequencer is shutting down")]
+    ShuttingDown,
+}
+
+type Waiter = oneshot::Sender<Result<Arc<ExecutedTx>, String>>;
+
+/// A running sequencer.
+pub struct Node {
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Hard fork and chain id.
+    pub rules: ChainRules,
+    /// Stateless admission rules.
+    pub static_rules: StaticRules,
+    /// Current state (includes every sealed mini-block).
+    pub state: Arc<MemState>,
+    /// Blocks, receipts and events.
+    pub chain: Arc<Chain>,
+    /// Pending transactions.
+    pub pool: Arc<Pool>,
+    waiters: Mutex<HashMap<B256, Vec<Waiter>>>,
+    wake: (Mutex<bool>, Condvar),
+    stopping: AtomicBool,
+    builder: Mutex<Option<JoinHandle<()>>>,
+    datadir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("datadir", &self.datadir).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// Starts a sequencer: opens the data directory, replays the WAL, and starts the builder.
+    /// In `dev` mode without a data directory it runs in a fresh temporary one.
+    pub fn start(config: Config, dev: bool) -> Result<Arc<Self>, NodeError> {
+        config.validate()?;
+        let spec = config.chain.spec()?;
+        let (datadir, tempdir) = match (&config.storage.datadir, dev) {
+            (Some(dir), _) => (dir.clone(), None),
+            (None, true) => {
+                let tmp = tempfile::Builder::new().prefix("sequencer-dev-").tempdir().map_err(
+                    |source| NodeError::DataDir { path: std::env::temp_dir(), source },
+                )?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+            (None, false) => (PathBuf::from("sequencer-data"), None),
+        };
+        let io_err = |source| NodeError::DataDir { path: datadir.clone(), source };
+        std::fs::create_dir_all(&datadir).map_err(io_err)?;
+
+        let alloc = match &config.chain.genesis {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| NodeError::Genesis {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                memstate::parse_alloc(&text)
+                    .map_err(|e| NodeError::Genesis { path: path.clone(), reason: e.to_string() })?
+            }
+            None if dev => crate::dev::dev_alloc(),
+            None => {
+                return Err(NodeError::Genesis {
+                    path: PathBuf::from("<none>"),
+                    reason: "chain.genesis is required outside --dev".into(),
+                });
+            }
+        };
+
+        let (mut wal, records) = Wal::open(&datadir.join("wal.log"), config.storage.fsync)?;
+        // NOMT is derived data: rebuilt from the WAL at every start.
+        let nomt_dir = datadir.join("nomt");
+        if nomt_dir.exists() {
+            std::fs::remove_dir_all(&nomt_dir).map_err(io_err)?;
+        }
+        let chain = Arc::new(Chain::new());
+        let committer = Committer::start(
+            &nomt_dir,
+            config.storage.nomt_buckets,
+            config.storage.nomt_commit_concurrency,
+            spec,
+            chain.clone(),
+        )?;
+
+        let rules = ChainRules { spec, chain_id: config.chain.chain_id };
+        let static_rules = StaticRules {
+            chain_id: config.chain.chain_id,
+            spec,
+            max_tx_size: config.pool.max_tx_size,
+            block_gas_limit: config.chain.block_gas_limit,
+        };
+        let node = Arc::new(Node {
+            rules,
+            static_rules,
+            state: Arc::new(MemState::new()),
+            chain,
+            pool: Arc::new(Pool::new(config.pool.clone())),
+            waiters: Mutex::new(HashMap::new()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            builder: Mutex::new(None),
+            datadir,
+            _tempdir: tempdir,
+            config,
+        });
+
+        let genesis_ts = match records.first() {
+            Some(Record::Genesis { timestamp }) => *timestamp,
+            Some(_) => {
+                return Err(NodeError::Replay {
+                    block: 0,
+                    reason: "WAL does not start with a genesis record".into(),
+                });
+            }
+            None => {
+                let timestamp = now_ms() / 1000;
+                wal.append(&[Record::Genesis { timestamp }])?;
+                timestamp
+            }
+        };
+        let mut builder = Builder::new(node.clone(), wal, committer, genesis_ts, &alloc);
+        let started = Instant::now();
+        let replayed = builder.replay(&records[1.min(records.len())..])?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                head = builder.env.number,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed WAL"
+            );
+        }
+        let handle = std::thread::Builder::new()
+            .name("block-builder".into())
+            .spawn(move || builder.run())
+            .map_err(|source| NodeError::DataDir { path: node.datadir.clone(), source })?;
+        *node.builder.lock() = Some(handle);
+        Ok(node)
+    }
+
+    /// The data directory in use.
+    pub fn datadir(&self) -> &Path {
+        &self.datadir
+    }
+
+    /// Base fee of the block being built.
+    pub fn base_fee(&self) -> u64 {
+        self.chain.open_block().base_fee
+    }
+
+    fn wake_builder(&self) {
+        let mut pending = self.wake.0.lock();
+        *pending = true;
+        self.wake.1.notify_one();
+    }
+
+    fn admit(&self, tx: Arc<PooledTx>) -> Result<B256, TxError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(TxError::PoolFull);
+        }
+        if self.chain.tx(&tx.hash).is_some() {
+            return Err(TxError::AlreadyKnown);
+        }
+        let result = self.pool.insert(tx, &self.state, self.base_fee());
+        match &result {
+            Ok(_) => {
+                metrics::counter!("sequencer_tx_admitted_total").increment(1);
+                self.wake_builder();
+            }
+            Err(err) => reject_metric(err),
+        }
+        result
+    }
+
+    /// Decodes, checks and admits one raw transaction; returns its hash.
+    pub fn submit_raw(&self, raw: Bytes) -> Result<B256, TxError> {
+        let tx = decode_and_check(raw, &self.static_rules).inspect_err(reject_metric)?;
+        self.admit(Arc::new(tx))
+    }
+
+    /// Admits many raw transactions, recovering their senders on all cores.
+    pub fn submit_batch(&self, raws: Vec<Bytes>) -> Vec<Result<B256, TxError>> {
+        decode_batch(raws, &self.static_rules)
+            .into_iter()
+            .map(|decoded| decoded.inspect_err(reject_metric).and_then(|tx| self.admit(tx)))
+            .collect()
+    }
+
+    /// Admits a raw transaction and waits for its receipt (sealed and durable), up to `timeout`.
+    pub async fn submit_raw_and_wait(
+        &self,
+        raw: Bytes,
+        timeout: Duration,
+    ) -> Result<Arc<ExecutedTx>, SubmitError> {
+        let tx = Arc::new(decode_and_check(raw, &self.static_rules).inspect_err(reject_metric)?);
+        let hash = tx.hash;
+        let (sender, receiver) = oneshot::channel();
+        // Registered before admission, so a seal that follows at once cannot be missed.
+        self.waiters.lock().entry(hash).or_default().push(sender);
+        if let Err(err) = self.admit(tx) {
+            self.waiters.lock().remove(&hash);
+            return Err(err.into());
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(executed))) => Ok(executed),
+            Ok(Ok(Err(reason))) => Err(SubmitError::Dropped(reason)),
+            Ok(Err(_)) => Err(SubmitError::ShuttingDown),
+            Err(_) => {
+                self.waiters.lock().remove(&hash);
+                // It may have sealed between the timeout and the removal.
+                self.chain.tx(&hash).ok_or(SubmitError::Expired)
+            }
+        }
+    }
+
+    /// Waits for the receipt of an already admitted transaction, up to `timeout`.
+    pub async fn wait_for_receipt(&self, hash: B256, timeout: Duration) -> Option<Arc<ExecutedTx>> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.lock().entry(hash).or_default().push(sender);
+        if let Some(tx) = self.chain.tx(&hash) {
+            self.waiters.lock().remove(&hash);
+            return Some(tx);
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(executed))) => Some(executed),
+            _ => self.chain.tx(&hash),
+        }
+    }
+
+    /// Stops the builder after sealing the open block; waits for the last root commit.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_builder();
+        if let Some(handle) = self.builder.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// True once the builder has stopped (after [`Node::shutdown`] or a fatal error).
+    pub fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn notify(&self, included: &[Arc<ExecutedTx>], dropped: &[(Arc<PooledTx>, String)]) {
+        let mut waiters = self.waiters.lock();
+        if waiters.is_empty() {
+            return;
+        }
+        for tx in included {
+            for w in waiters.remove(&tx.tx.hash).into_iter().flatten() {
+                let _ = w.send(Ok(tx.clone()));
+            }
+        }
+        for (tx, reason) in dropped {
+            for w in waiters.remove(&tx.hash).into_iter().flatten() {
+                let _ = w.send(Err(reason.clone()));
+            }
+        }
+    }
+}
+
+fn reject_metric(err: &TxError) {
+    let reason: &'static str = match err {
+        TxError::Decode(_) => "decode",
+        TxError::TypeNotSupported(_) => "type",
+        TxError::Oversized { .. } => "oversized",
+        TxError::Unprotected => "unprotected",
+        TxError::ChainId { .. } => "chain_id",
+        TxError::InvalidSignature | TxError::InvalidSender(_) => "signature",
+        TxError::IntrinsicGas { .. } | TxError::FloorDataGas { .. } => "intrinsic_gas",
+        TxError::GasLimit { .. } | TxError::GasLimitTooHigh { .. } => "gas_limit",
+        TxError::InitCodeTooLarge { .. } => "initcode",
+        TxError::TipAboveFeeCap { .. } | TxError::FeeCapTooLow { .. } => "fee",
+        TxError::EmptyAuthList => "auth_list",
+        TxError::NonceTooLow { .. } => "nonce_too_low",
+        TxError::NonceTooHigh { .. } => "nonce_too_high",
+        TxError::InsufficientFunds { .. } => "insufficient_funds",
+        TxError::SenderNotEoa { .. } => "sender_not_eoa",
+        TxError::AlreadyKnown => "already_known",
+        TxError::ReplacementUnderpriced => "underpriced",
+        TxError::PoolFull => "pool_full",
+    };
+    metrics::counter!("sequencer_tx_rejected_total", "reason" => reason).increment(1);
+}
+
+/// The builder's private state: the open EVM block and its accumulated diff.
+struct Builder {
+    node: Arc<Node>,
+    wal: Wal,
+    committer: Option<Committer>,
+    env: BlockEnvParams,
+    block_started: Instant,
+    block_txs: Vec<Arc<ExecutedTx>>,
+    block_diff: StateDiff,
+    block_wiped: Vec<(Address, U256)>,
+    block_gas: u64,
+    block_logs: u64,
+    mini_index: u32,
+    mini_number: u64,
+    last_mini_hash: B256,
+}
+
+impl Builder {
+    fn new(
+        node: Arc<Node>,
+        wal: Wal,
+        committer: Committer,
+        genesis_ts: u64,
+        alloc: &memstate::GenesisAlloc,
+    ) -> Self {
+        let chain = &node.config.chain;
+        let genesis_env = BlockEnvParams {
+            number: 0,
+            timestamp: genesis_ts,
+            beneficiary: chain.beneficiary,
+            base_fee: chain.initial_base_fee,
+            gas_limit: chain.block_gas_limit,
+        };
+        let diff = memstate::genesis_diff(alloc);
+        let wiped = node.state.apply(&diff);
+        committer.submit(BlockToSeal {
+            env: genesis_env,
+            txs: Vec::new(),
+            gas_used: 0,
+            mini_block_count: 0,
+            diff,
+            wiped,
+        });
+        let env = BlockEnvParams { number: 1, ..genesis_env };
+        node.chain.set_open_block(OpenBlock {
+            number: 1,
+            timestamp: env.timestamp,
+            base_fee: env.base_fee,
+            ..Default::default()
+        });
+        Self {
+            node,
+            wal,
+            committer: Some(committer),
+            env,
+            block_started: Instant::now(),
+            block_txs: Vec::new(),
+            block_diff: StateDiff::default(),
+            block_wiped: Vec::new(),
+            block_gas: 0,
+            block_logs: 0,
+            mini_index: 0,
+            mini_number: 0,
+            last_mini_hash: B256::ZERO,
+        }
+    }
+
+    /// Re-executes WAL records; returns how many were replayed.
+    fn replay(&mut self, records: &[Record]) -> Result<usize, NodeError> {
+        for record in records {
+            match record {
+                Record::Genesis { .. } => {
+                    return Err(NodeError::Replay {
+                        block: self.env.number,
+                        reason: "second genesis record".into(),
+                    });
+                }
+                Record::MiniBlock { env, index, sealed_at_ms, txs } => {
+                    self.env = *env;
+                    self.mini_index = *index;
+                    let decoded: Vec<_> = decode_batch(txs.clone(), &self.node.static_rules)
+                        .into_iter()
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| NodeError::Replay {
+                            block: env.number,
+                            reason: e.to_string(),
+                        })?;
+                    let outcome = self.execute(decoded, None);
+                    if let Some((tx, reason)) = outcome.dropped.first() {
+                        return Err(NodeError::Replay {
+                            block: env.number,
+                            reason: format!("transaction {} now fails: {reason}", tx.hash),
+                        });
+                    }
+                    self.finish_mini_block(outcome, *sealed_at_ms, false);
+                }
+                Record::Seal { env } => {
+                    self.env = *env;
+                    self.seal_block(false);
+                }
+            }
+        }
+        if !self.block_txs.is_empty() {
+            // Mini-blocks of a block that was open at the crash: close it now.
+            self.seal_block(true);
+        }
+        self.open_next_block_timer();
+        Ok(records.len())
+    }
+
+    fn open_next_block_timer(&mut self) {
+        self.block_started = Instant::now();
+    }
+
+    fn execute(&self, txs: Vec<Arc<PooledTx>>, deadline: Option<Instant>) -> BatchOutcome {
+        let chain = self.node.chain.clone();
+        let current = self.env.number;
+        let hashes = move |n: u64| {
+            if n >= current {
+                return Err(memstate::StateError::BlockHashUnavailable(n));
+            }
+            chain.wait_block_hash(n)
+        };
+        let gas_left = self.env.gas_limit.saturating_sub(self.block_gas);
+        execute_batch(&self.node.state, hashes, self.node.rules, &self.env, txs, gas_left, deadline)
+    }
+
+    /// Applies an executed batch: WAL first (when `durable`), then state, index, pool, waiters.
+    fn finish_mini_block(
+        &mut self,
+        outcome: BatchOutcome,
+        sealed_at_ms: u64,
+        durable: bool,
+    ) -> bool {
+        let BatchOutcome { executed, dropped, deferred: _, diff, gas_used } = outcome;
+        if executed.is_empty() {
+            self.node.pool.remove(&[], &dropped.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>());
+            self.node.notify(&[], &dropped);
+            return true;
+        }
+        if durable {
+            let record = Record::MiniBlock {
+                env: self.env,
+                index: self.mini_index,
+                sealed_at_ms,
+                txs: executed.iter().map(|o| o.tx.raw.clone()).collect(),
+            };
+            let started = Instant::now();
+            if let Err(err) = self.wal.append(&[record]) {
+                tracing::error!(%err, "WAL append failed: stopping the sequencer");
+                return false;
+            }
+            metrics::histogram!("sequencer_wal_append_seconds").record(started.elapsed());
+        }
+        let wiped = self.node.state.apply(&diff);
+        self.block_wiped.extend(wiped);
+
+        self.mini_number += 1;
+        let mut hasher_input = Vec::with_capacity(48 + executed.len() * 32);
+        hasher_input.extend_from_slice(self.last_mini_hash.as_slice());
+        hasher_input.extend_from_slice(&self.mini_number.to_be_bytes());
+        hasher_input.extend_from_slice(&self.env.number.to_be_bytes());
+        for o in &executed {
+            hasher_input.extend_from_slice(o.tx.hash.as_slice());
+        }
+        let mini_hash = keccak256(&hasher_input);
+        self.last_mini_hash = mini_hash;
+
+        let mut txs = Vec::with_capacity(executed.len());
+        let mut included = Vec::with_capacity(executed.len());
+        for o in executed {
+            self.block_gas += o.gas_used;
+            let bloom = alloy_primitives::logs_bloom(o.logs.iter());
+            let first_log_index = self.block_logs;
+            self.block_logs += o.logs.len() as u64;
+            let effective_gas_price = o.tx.effective_gas_price(self.env.base_fee);
+            included.push(o.tx.clone());
+            txs.push(Arc::new(ExecutedTx {
+                block_number: self.env.number,
+                index: self.block_txs.len() as u64 + txs.len() as u64,
+                mini_block: self.mini_number,
+                mini_block_hash: mini_hash,
+                success: o.success,
+                gas_used: o.gas_used,
+                cumulative_gas_used: self.block_gas,
+                logs: o.logs,
+                first_log_index,
+                contract_address: o.contract_address,
+                effective_gas_price,
+                bloom,
+                tx: o.tx,
+            }));
+        }
+        let diff = Arc::new(diff);
+        self.block_diff.merge((*diff).clone());
+        self.block_txs.extend(txs.iter().cloned());
+        self.node.chain.push_mini_block(Arc::new(MiniBlock {
+            number: self.mini_number,
+            block_number: self.env.number,
+            index: self.mini_index,
+            hash: mini_hash,
+            sealed_at_ms,
+            txs: txs.clone(),
+            gas_used,
+            diff,
+        }));
+        self.mini_index += 1;
+        let dropped_txs: Vec<_> = dropped.iter().map(|(t, _)| t.clone()).collect();
+        self.node.pool.remove(&included, &dropped_txs);
+        self.node.notify(&txs, &dropped);
+        metrics::counter!("sequencer_tx_executed_total").increment(txs.len() as u64);
+        metrics::counter!("sequencer_mini_blocks_total").increment(1);
+        true
+    }
+
+    /// Closes the open EVM block: logs it (when `durable`), hands it to the root committer and
+    /// opens the next one.
+    fn seal_block(&mut self, durable: bool) -> bool {
+        if durable && let Err(err) = self.wal.append(&[Record::Seal { env: self.env }]) {
+            tracing::error!(%err, "WAL append failed: stopping the sequencer");
+            return false;
+        }
+        let block = BlockToSeal {
+            env: self.env,
+            txs: std::mem::take(&mut self.block_txs),
+            gas_used: self.block_gas,
+            mini_block_count: self.mini_index,
+            diff: std::mem::take(&mut self.block_diff),
+            wiped: std::mem::take(&mut self.block_wiped),
+        };
+        if let Some(committer) = &self.committer {
+            committer.submit(block);
+        }
+        let base_fee = calc_next_block_base_fee(
+            self.block_gas,
+            self.env.gas_limit,
+            self.env.base_fee,
+            BaseFeeParams::ethereum(),
+        );
+        let chain = &self.node.config.chain;
+        self.env = BlockEnvParams {
+            number: self.env.number + 1,
+            timestamp: (now_ms() / 1000).max(self.env.timestamp),
+            beneficiary: chain.beneficiary,
+            base_fee,
+            gas_limit: chain.block_gas_limit,
+        };
+        self.block_gas = 0;
+        self.block_logs = 0;
+        self.mini_index = 0;
+        self.node.chain.set_open_block(OpenBlock {
+            number: self.env.number,
+            timestamp: self.env.timestamp,
+            base_fee,
+            ..Default::default()
+        });
+        metrics::gauge!("sequencer_block_number").set(self.env.number as f64 - 1.0);
+        true
+    }
+
+    fn run(mut self) {
+        let blocks = self.node.config.blocks.clone();
+        let node = self.node.clone();
+        let mut block_deadline = self.block_started + blocks.evm_block_interval;
+        loop {
+            if Instant::now() >= block_deadline {
+                if !self.seal_block(true) {
+                    break;
+                }
+                block_deadline += blocks.evm_block_interval;
+                // After a long stall, do not emit a burst of empty blocks to catch up.
+                if block_deadline < Instant::now() {
+                    block_deadline = Instant::now() + blocks.evm_block_interval;
+                }
+                continue;
+            }
+            if node.stopping.load(Ordering::Acquire) {
+                if !self.block_txs.is_empty() {
+                    self.seal_block(true);
+                }
+                break;
+            }
+            let gas_left = self.env.gas_limit.saturating_sub(self.block_gas);
+            let selected = node.pool.select(self.env.base_fee, gas_left, blocks.max_mini_block_txs);
+            metrics::gauge!("sequencer_pool_size").set(node.pool.len() as f64);
+            if selected.is_empty() {
+                let mut pending = node.wake.0.lock();
+                if !*pending {
+                    node.wake.1.wait_until(&mut pending, block_deadline);
+                }
+                *pending = false;
+                continue;
+            }
+            // Seal as soon as the batch is done; under load a batch stops at the interval.
+            let started = Instant::now();
+            let outcome = self.execute(selected, Some(started + blocks.mini_block_interval));
+            metrics::histogram!("sequencer_execution_seconds").record(started.elapsed());
+            if !self.finish_mini_block(outcome, now_ms(), true) {
+                break;
+            }
+            metrics::histogram!("sequencer_mini_block_seal_seconds").record(started.elapsed());
+        }
+        node.stopping.store(true, Ordering::Release);
+        // Fail every waiter: nothing more will be sealed.
+        node.waiters.lock().clear();
+        if let Some(committer) = self.committer.take() {
+            committer.finish();
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The transaction pool: stateful admission checks, and selection for the next mini-block by
+//! effective tip across senders and by nonce within a sender.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, hash_map::Entry},
+    sync::Arc,
+};
+
+use alloy_consensus::Transaction;
+use alloy_primitives::{Address, B256, U256};
+use memstate::MemState;
+use parking_lot::Mutex;
+
+use crate::{
+    config::PoolConfig,
+    tx::{PooledTx, TxError},
+};
+
+struct Pending {
+    tx: Arc<PooledTx>,
+    seq: u64,
+}
+
+struct SenderTxs {
+    /// The nonce the sender's next executable transaction must carry.
+    next_nonce: u64,
+    txs: BTreeMap<u64, Pending>,
+}
+
+#[derive(Default)]
+struct Inner {
+    senders: HashMap<Address, SenderTxs>,
+    by_hash: HashMap<B256, Arc<PooledTx>>,
+    seq: u64,
+}
+
+/// Pending transactions. Intake inserts under a short lock; the builder selects and then
+/// removes what it included, so a transaction stays findable until its receipt exists.
+pub struct Pool {
+    config: PoolConfig,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("len", &self.len()).finish()
+    }
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(config: PoolConfig) -> Self {
+        Self { config, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Number of transactions waiting.
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_hash.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A waiting transaction by hash.
+    pub fn get(&self, hash: &B256) -> Option<Arc<PooledTx>> {
+        self.inner.lock().by_hash.get(hash).cloned()
+    }
+
+    /// The nonce the sender's next transaction would take, counting those waiting in order.
+    pub fn pending_nonce(&self, sender: &Address, state_nonce: u64) -> u64 {
+        let inner = self.inner.lock();
+        let mut next = state_nonce;
+        if let Some(s) = inner.senders.get(sender) {
+            while s.txs.contains_key(&next) {
+                next += 1;
+            }
+        }
+        next
+    }
+
+    /// Admits a transaction after the checks that need state: nonce window, balance, EOA
+    /// sender, fee cap against the base fee, duplicates and replacement price.
+    pub fn insert(
+        &self,
+        tx: Arc<PooledTx>,
+        state: &MemState,
+        base_fee: u64,
+    ) -> Result<B256, TxError> {
+        let sender = tx.sender;
+        let account = state.account(&sender).unwrap_or(memstate::AccountData {
+            nonce: 0,
+            balance: U256::ZERO,
+            code_hash: memstate::KECCAK_EMPTY,
+        });
+        let nonce = tx.nonce();
+        if nonce < account.nonce {
+            return Err(TxError::NonceTooLow { next: account.nonce, nonce });
+        }
+        if nonce > account.nonce.saturating_add(self.config.max_nonce_gap) {
+            return Err(TxError::NonceTooHigh {
+                next: account.nonce,
+                nonce,
+                max_gap: self.config.max_nonce_gap,
+            });
+        }
+        if account.code_hash != memstate::KECCAK_EMPTY {
+            let delegated =
+                state.code_by_hash(&account.code_hash).is_some_and(|code| code.is_eip7702());
+            if !delegated {
+                return Err(TxError::SenderNotEoa { sender, code_hash: account.code_hash });
+            }
+        }
+        let fee_cap = tx.envelope.max_fee_per_gas();
+        if fee_cap < u128::from(base_fee) {
+            return Err(TxError::FeeCapTooLow { sender, fee_cap, base_fee });
+        }
+        let want = tx.max_cost();
+        if account.balance < want {
+            return Err(TxError::InsufficientFunds { sender, have: account.balance, want });
+        }
+
+        let mut inner = self.inner.lock();
+        if inner.by_hash.contains_key(&tx.hash) {
+            return Err(TxError::AlreadyKnown);
+        }
+        let full = inner.by_hash.len() >= self.config.capacity;
+        let seq = inner.seq;
+        inner.seq += 1;
+        let bump = self.config.price_bump_percent;
+        let Inner { senders, by_hash, .. } = &mut *inner;
+        let queue = match senders.entry(sender) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                if full {
+                    return Err(TxError::PoolFull);
+                }
+                e.insert(SenderTxs { next_nonce: account.nonce, txs: BTreeMap::new() })
+            }
+        };
+        // The state may have moved on since this sender's queue was made.
+        queue.next_nonce = queue.next_nonce.max(account.nonce);
+        match queue.txs.entry(nonce) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let old = &e.get().tx.envelope;
+                let needed = |v: u128| v.saturating_mul(100 + u128::from(bump)) / 100;
+                let new_tip = tx.envelope.max_priority_fee_per_gas().unwrap_or(fee_cap);
+                let old_tip = old.max_priority_fee_per_gas().unwrap_or(old.max_fee_per_gas());
+                if fee_cap < needed(old.max_fee_per_gas()) || new_tip < needed(old_tip) {
+                    return Err(TxError::ReplacementUnderpriced);
+                }
+                by_hash.remove(&e.get().tx.hash);
+                e.insert(Pending { tx: tx.clone(), seq });
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                if full {
+                    return Err(TxError::PoolFull);
+                }
+                e.insert(Pending { tx: tx.clone(), seq });
+            }
+        }
+        by_hash.insert(tx.hash, tx.clone());
+        Ok(tx.hash)
+    }
+
+    /// The best executable transactions for the next mini-block: highest effective tip first
+    /// (earliest arrival among equals), each sender's in nonce order, within `gas` and `max`.
+    /// They stay in the pool until [`Pool::remove`] is called for them.
+    pub fn select(&self, base_fee: u64, mut gas: u64, max: usize) -> Vec<Arc<PooledTx>> {
+        let inner = self.inner.lock();
+        let mut heap = BinaryHeap::new();
+        for (sender, queue) in &inner.senders {
+            if let Some(first) = queue.txs.get(&queue.next_nonce) {
+                heap.push((
+                    first.tx.effective_tip(base_fee),
+                    Reverse(first.seq),
+                    *sender,
+                    queue.next_nonce,
+                ));
+            }
+        }
+        let mut picked = Vec::new();
+        while let Some((_, _, sender, mut nonce)) = heap.pop() {
+            let queue = &inner.senders[&sender];
+            // Take this sender's run while it stays the best candidate.
+            while let Some(p) = queue.txs.get(&nonce) {
+                if picked.len() >= max {
+                    return picked;
+                }
+                if p.tx.envelope.max_fee_per_gas() < u128::from(base_fee) || p.tx.gas_limit() > gas
+                {
+                    break;
+                }
+                gas -= p.tx.gas_limit();
+                picked.push(p.tx.clone());
+                nonce += 1;
+                if let Some(next) = queue.txs.get(&nonce) {
+                    let tip = next.tx.effective_tip(base_fee);
+                    if heap.peek().is_some_and(|top| top.0 > tip) {
+                        heap.push((tip, Reverse(next.seq), sender, nonce));
+                        break;
+                    }
+                }
+            }
+        }
+        picked
+    }
+
+    /// Removes transactions that were executed (`included`, advancing their senders' nonces)
+    /// or found invalid at execution (`dropped`).
+    pub fn remove(&self, included: &[Arc<PooledTx>], dropped: &[Arc<PooledTx>]) {
+        let mut inner = self.inner.lock();
+        let Inner { senders, by_hash, .. } = &mut *inner;
+        for tx in included {
+            if let Some(queue) = senders.get_mut(&tx.sender) {
+                queue.next_nonce = queue.next_nonce.max(tx.nonce() + 1);
+            }
+        }
+        for tx in included.iter().chain(dropped) {
+            by_hash.remove(&tx.hash);
+            let Entry::Occupied(mut e) = senders.entry(tx.sender) else { continue };
+            let queue = e.get_mut();
+            if queue.txs.get(&tx.nonce()).is_some_and(|p| p.tx.hash == tx.hash) {
+                queue.txs.remove(&tx.nonce());
+            }
+            // Anything below the next nonce can never execute now (a replacement that raced
+            // its original's execution).
+            while let Some(entry) = queue.txs.first_entry() {
+                if *entry.key() >= queue.next_nonce {
+                    break;
+                }
+                by_hash.remove(&entry.remove().tx.hash);
+            }
+            if queue.txs.is_empty() {
+                e.remove();
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The state-root committer: one NOMT session per EVM block, run on its own thread so that
+//! execution of the next mini-blocks goes on while the trie is updated and written. It then
+//! completes the block's header (parent hash, state root) and publishes the sealed block.
+//!
+//! Key paths: an account at keccak256(address), a slot at keccak256(address ‖ slot). Values:
+//! an account as nonce (8 bytes BE) ‖ balance (32 BE) ‖ code hash (32); a slot as 32 bytes BE.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+    time::Instant,
+};
+
+use alloy_consensus::{
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
+    TxType, proofs,
+};
+use alloy_eips::{Typed2718, eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256, keccak256};
+use alloy_rlp::Encodable;
+use memstate::StateDiff;
+use nomt::{KeyReadWrite, Nomt, Options, SessionParams, hasher::Blake3Hasher};
+use revm::primitives::hardfork::SpecId;
+
+use crate::{
+    chain::{Chain, ExecutedTx, SealedBlock},
+    exec::BlockEnvParams,
+};
+
+/// NOMT could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[error("NOMT: {0}")]
+pub struct RootError(String);
+
+/// Everything needed to seal an EVM block except its parent hash and state root.
+#[derive(Debug)]
+pub struct BlockToSeal {
+    /// The block's context.
+    pub env: BlockEnvParams,
+    /// Its transactions.
+    pub txs: Vec<Arc<ExecutedTx>>,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Mini-blocks it holds.
+    pub mini_block_count: u32,
+    /// All state changes of the block.
+    pub diff: StateDiff,
+    /// Slots that existed before and were wiped by an account deletion or re-creation.
+    pub wiped: Vec<(Address, U256)>,
+}
+
+/// NOMT key path of an account.
+pub fn account_key(address: &Address) -> [u8; 32] {
+    keccak256(address).0
+}
+
+/// NOMT key path of a storage slot.
+pub fn slot_key(address: &Address, slot: &U256) -> [u8; 32] {
+    let mut buf = [0u8; 52];
+    buf[..20].copy_from_slice(address.as_slice());
+    buf[20..].copy_from_slice(&slot.to_be_bytes::<32>());
+    keccak256(buf).0
+}
+
+/// The NOMT operations for a block's diff, sorted by key path as NOMT requires.
+pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], KeyReadWrite)> {
+    let mut ops: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
+    for (address, slot) in wiped {
+        ops.insert(slot_key(address, slot), None);
+    }
+    for (address, change) in &diff.accounts {
+        let value = change.info.map(|info| {
+            let mut v = Vec::with_capacity(72);
+            v.extend_from_slice(&info.nonce.to_be_bytes());
+            v.extend_from_slice(&info.balance.to_be_bytes::<32>());
+            v.extend_from_slice(info.code_hash.as_slice());
+            v
+        });
+        ops.insert(account_key(address), value);
+        for (slot, value) in &change.storage {
+            let value = (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec());
+            ops.insert(slot_key(address, slot), value);
+        }
+    }
+    ops.into_iter().map(|(k, v)| (k, KeyReadWrite::Write(v))).collect()
+}
+
+/// The consensus receipt of an executed transaction.
+pub fn consensus_receipt(tx: &ExecutedTx) -> ReceiptEnvelope<Log> {
+    let receipt = Receipt {
+        status: Eip658Value::Eip658(tx.success),
+        cumulative_gas_used: tx.cumulative_gas_used,
+        logs: tx.logs.clone(),
+    };
+    let ty = TxType::try_from(tx.tx.envelope.ty()).unwrap_or(TxType::Legacy);
+    ReceiptEnvelope::from_typed(ty, ReceiptWithBloom { receipt, logs_bloom: tx.bloom })
+}
+
+/// Builds a block header for `env` with the given contents and roots.
+pub fn build_header(
+    spec: SpecId,
+    env: &BlockEnvParams,
+    parent_hash: B256,
+    state_root: B256,
+    txs: &[Arc<ExecutedTx>],
+    gas_used: u64,
+) -> Header {
+    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
+    let receipts: Vec<_> = txs.iter().map(|t| consensus_receipt(t)).collect();
+    let mut bloom = Bloom::default();
+    for tx in txs {
+        bloom.accrue_bloom(&tx.bloom);
+    }
+    Header {
+        parent_hash,
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: env.beneficiary,
+        state_root,
+        transactions_root: proofs::calculate_transaction_root(&envelopes),
+        receipts_root: proofs::calculate_receipt_root(&receipts),
+        logs_bloom: bloom,
+        difficulty: U256::ZERO,
+        number: env.number,
+        gas_limit: env.gas_limit,
+        gas_used,
+        timestamp: env.timestamp,
+        extra_data: Bytes::new(),
+        mix_hash: env.prevrandao(),
+        nonce: Default::default(),
+        base_fee_per_gas: Some(env.base_fee),
+        withdrawals_root: spec
+            .is_enabled_in(SpecId::SHANGHAI)
+            .then_some(alloy_trie::EMPTY_ROOT_HASH),
+        blob_gas_used: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
+        excess_blob_gas: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
+        parent_beacon_block_root: spec.is_enabled_in(SpecId::CANCUN).then_some(B256::ZERO),
+        requests_hash: spec.is_enabled_in(SpecId::PRAGUE).then_some(EMPTY_REQUESTS_HASH),
+        block_access_list_hash: None,
+        slot_number: None,
+    }
+}
+
+/// RLP size of the whole block (header, transactions, no ommers, no withdrawals).
+pub fn block_size(header: &Header, txs: &[Arc<ExecutedTx>]) -> u64 {
+    let body: usize = txs.iter().map(|t| t.tx.envelope.network_len()).sum();
+    let list = |payload: usize| alloy_rlp::length_of_length(payload) + payload;
+    let withdrawals = if header.withdrawals_root.is_some() { list(0) } else { 0 };
+    list(header.length() + list(body) + list(0) + withdrawals) as u64
+}
+
+/// Handle to the committer thread.
+#[derive(Debug)]
+pub struct Committer {
+    tx: Option<mpsc::Sender<BlockToSeal>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Opens NOMT at `dir` (which must be empty: the WAL replay rebuilds it) and starts the
+    /// thread that seals blocks into `chain`.
+    pub fn start(
+        dir: &Path,
+        buckets: u32,
+        concurrency: usize,
+        spec: SpecId,
+        chain: Arc<Chain>,
+    ) -> Result<Self, RootError> {
+        let mut options = Options::new();
+        options.path(dir);
+        options.hashtable_buckets(buckets);
+        options.commit_concurrency(concurrency);
+        let nomt = Nomt::<Blake3Hasher>::open(options).map_err(|e| RootError(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<BlockToSeal>();
+        let thread = std::thread::Builder::new()
+            .name("root-commit".into())
+            .spawn(move || run(nomt, rx, spec, chain))
+            .map_err(|e| RootError(e.to_string()))?;
+        Ok(Self { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Queues a block for sealing.
+    pub fn submit(&self, block: BlockToSeal) {
+        if let Some(tx) = &self.tx {
+            // The thread only exits when this sender is dropped, or after a fatal NOMT error it
+            // has already logged; either way there is nothing more to do with the block.
+            let _ = tx.send(block);
+        }
+    }
+
+    /// Seals everything queued, then stops the thread.
+    pub fn finish(mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, chain: Arc<Chain>) {
+    let mut parent_hash = chain.head().map(|b| b.hash).unwrap_or_default();
+    for block in rx {
+        let started = Instant::now();
+        let ops = nomt_ops(&block.diff, &block.wiped);
+        let keys = ops.len();
+        let session = nomt.begin_session(SessionParams::default());
+        let root = match session.finish(ops).and_then(|finished| {
+            let root = finished.root();
+            finished.commit(&nomt)?;
+            Ok(root)
+        }) {
+            Ok(root) => B256::from(root.into_inner()),
+            Err(err) => {
+                tracing::error!(block = block.env.number, %err, "NOMT commit failed; sealing stops");
+                return;
+            }
+        };
+        metrics::histogram!("sequencer_root_commit_seconds").record(started.elapsed());
+        metrics::counter!("sequencer_root_keys_total").increment(keys as u64);
+        let header =
+            build_header(spec, &block.env, parent_hash, root, &block.txs, block.gas_used);
+        let hash = header.hash_slow();
+        parent_hash = hash;
+        let size = block_size(&header, &block.txs);
+        tracing::debug!(number = header.number, %hash, txs = block.txs.len(), keys, "sealed block");
+        chain.push_block(Arc::new(SealedBlock {
+            header,
+            hash,
+            txs: block.txs,
+            mini_block_count: block.mini_block_count,
+            size,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memstate::{AccountData, AccountDiff};
+
+    #[test]
+    fn ops_are_sorted_and_deletions_are_none() {
+        let mut diff = StateDiff::default();
+        for i in 0..20u8 {
+            diff.accounts.insert(
+                Address::repeat_byte(i),
+                AccountDiff {
+                    info: (i % 3 != 0).then_some(AccountData {
+                        nonce: 1,
+                        balance: U256::from(i),
+                        code_hash: memstate::KECCAK_EMPTY,
+                    }),
+                    storage_cleared: false,
+                    storage: [(U256::from(1), U256::from(i % 2))].into(),
+                },
+            );
+        }
+        let ops = nomt_ops(&diff, &[(Address::repeat_byte(99), U256::from(5))]);
+        assert!(ops.windows(2).all(|w| w[0].0 < w[1].0));
+        let deleted = ops.iter().filter(|(_, op)| matches!(op, KeyReadWrite::Write(None))).count();
+        // 7 deleted accounts, 10 zeroed slots, 1 wiped slot.
+        assert_eq!(deleted, 7 + 10 + 1);
+    }
+
+    #[test]
+    fn the_same_changes_give_the_same_root_and_a_change_moves_it() {
+        let commit = |balance: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = Options::new();
+            options.path(dir.path().join("nomt"));
+            options.hashtable_buckets(64);
+            let nomt = Nomt::<Blake3Hasher>::open(options).unwrap();
+            let mut diff = StateDiff::default();
+            diff.accounts.insert(
+                Address::repeat_byte(1),
+                AccountDiff {
+                    info: Some(AccountData {
+                        nonce: 0,
+                        balance: U256::from(balance),
+                        code_hash: memstate::KECCAK_EMPTY,
+                    }),
+                    ..Default::default()
+                },
+            );
+            let finished =
+                nomt.begin_session(SessionParams::default()).finish(nomt_ops(&diff, &[])).unwrap();
+            let root = finished.root();
+            finished.commit(&nomt).unwrap();
+            assert_eq!(nomt.root(), root);
+            root
+        };
+        assert_eq!(commit(5), commit(5));
+        assert_ne!(commit(5), commit(6));
+    }
+}

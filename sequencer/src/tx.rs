@@ -1,0 +1,358 @@
+//! Transaction intake: EIP-2718 decoding, sender recovery with libsecp256k1, and the checks
+//! that need no state. Stateful checks (nonce, balance) live in [`crate::pool`].
+
+use std::sync::Arc;
+
+use alloy_consensus::{Transaction, TxEnvelope, Typed2718, transaction::SignerRecoverable};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use revm::{
+    context::TxEnv,
+    context_interface::{either::Either, transaction::AccessList},
+    primitives::hardfork::SpecId,
+};
+use secp256k1::{
+    Message, SECP256K1,
+    ecdsa::{RecoverableSignature, RecoveryId},
+};
+
+/// Why a transaction was refused. Messages follow geth's wording so that clients which match on
+/// them keep working; each names the offending values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// Bytes that are not a valid EIP-2718 transaction.
+    #[error("invalid transaction encoding: {0}")]
+    Decode(String),
+    /// Blob (EIP-4844) or unknown transaction type.
+    #[error("transaction type not supported: {0}")]
+    TypeNotSupported(String),
+    /// Encoded size above the configured limit.
+    #[error("oversized data: transaction size {size}, limit {limit}")]
+    Oversized {
+        /// Size of the transaction.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// A legacy transaction without EIP-155 replay protection.
+    #[error("only replay-protected (EIP-155) transactions allowed over RPC")]
+    Unprotected,
+    /// Signed for another chain.
+    #[error("invalid chain id for signer: have {have} want {want}")]
+    ChainId {
+        /// The transaction's chain id.
+        have: u64,
+        /// This chain's id.
+        want: u64,
+    },
+    /// A signature whose `s` is in the upper half of the curve order, or `r`/`s` is zero.
+    #[error("invalid transaction v, r, s values")]
+    InvalidSignature,
+    /// The signature does not recover to a public key.
+    #[error("invalid sender: {0}")]
+    InvalidSender(String),
+    /// Gas limit below the intrinsic cost.
+    #[error("intrinsic gas too low: gas {gas}, minimum needed {needed}")]
+    IntrinsicGas {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// Intrinsic gas of the transaction.
+        needed: u64,
+    },
+    /// Gas limit below the EIP-7623 calldata floor.
+    #[error("insufficient gas for floor data gas cost: gas {gas}, minimum needed {needed}")]
+    FloorDataGas {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// The floor.
+        needed: u64,
+    },
+    /// Gas limit above the block's.
+    #[error("exceeds block gas limit: gas {gas}, block gas limit {limit}")]
+    GasLimit {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// The block gas limit.
+        limit: u64,
+    },
+    /// Gas limit above the EIP-7825 per-transaction cap.
+    #[error("transaction gas limit too high (cap: {cap}, tx: {gas})")]
+    GasLimitTooHigh {
+        /// The cap.
+        cap: u64,
+        /// The transaction's gas limit.
+        gas: u64,
+    },
+    /// Init code larger than EIP-3860 allows.
+    #[error("max initcode size exceeded: code size {size}, limit {limit}")]
+    InitCodeTooLarge {
+        /// Size of the init code.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Priority fee above the fee cap.
+    #[error("max priority fee per gas higher than max fee per gas: tip {tip}, fee cap {fee_cap}")]
+    TipAboveFeeCap {
+        /// Max priority fee.
+        tip: u128,
+        /// Max fee.
+        fee_cap: u128,
+    },
+    /// Fee cap below the current base fee.
+    #[error(
+        "max fee per gas less than block base fee: address {sender}, maxFeePerGas: {fee_cap}, baseFee: {base_fee}"
+    )]
+    FeeCapTooLow {
+        /// Sender.
+        sender: Address,
+        /// Max fee.
+        fee_cap: u128,
+        /// Current base fee.
+        base_fee: u64,
+    },
+    /// An EIP-7702 transaction without authorizations.
+    #[error("EIP-7702 transaction with empty auth list")]
+    EmptyAuthList,
+    /// Nonce already used.
+    #[error("nonce too low: next nonce {next}, tx nonce {nonce}")]
+    NonceTooLow {
+        /// The account's next nonce.
+        next: u64,
+        /// The transaction's nonce.
+        nonce: u64,
+    },
+    /// Nonce too far ahead of the account's next nonce.
+    #[error("nonce too high: next nonce {next}, tx nonce {nonce}, at most {max_gap} ahead may wait")]
+    NonceTooHigh {
+        /// The account's next nonce.
+        next: u64,
+        /// The transaction's nonce.
+        nonce: u64,
+        /// Configured gap.
+        max_gap: u64,
+    },
+    /// Balance below `gas * maxFee + value`.
+    #[error("insufficient funds for gas * price + value: address {sender} have {have} want {want}")]
+    InsufficientFunds {
+        /// Sender.
+        sender: Address,
+        /// Balance.
+        have: U256,
+        /// Cost at the fee cap.
+        want: U256,
+    },
+    /// The sender has code that is not an EIP-7702 delegation (EIP-3607).
+    #[error("sender not an eoa: address {sender}, codehash: {code_hash}")]
+    SenderNotEoa {
+        /// Sender.
+        sender: Address,
+        /// Its code hash.
+        code_hash: B256,
+    },
+    /// The same transaction is already in the pool or on chain.
+    #[error("already known")]
+    AlreadyKnown,
+    /// A transaction with this nonce is pending and this one does not pay enough more.
+    #[error("replacement transaction underpriced")]
+    ReplacementUnderpriced,
+    /// The pool is full.
+    #[error("txpool is full")]
+    PoolFull,
+}
+
+/// A decoded, signature-checked transaction with its recovered sender.
+#[derive(Debug)]
+pub struct PooledTx {
+    /// The transaction.
+    pub envelope: TxEnvelope,
+    /// Recovered signer.
+    pub sender: Address,
+    /// Transaction hash.
+    pub hash: B256,
+    /// The EIP-2718 bytes it arrived as (what the WAL stores).
+    pub raw: Bytes,
+}
+
+impl PooledTx {
+    /// Nonce.
+    pub fn nonce(&self) -> u64 {
+        self.envelope.nonce()
+    }
+
+    /// Gas limit.
+    pub fn gas_limit(&self) -> u64 {
+        self.envelope.gas_limit()
+    }
+
+    /// Priority fee paid per gas at `base_fee` (zero if the fee cap is below it).
+    pub fn effective_tip(&self, base_fee: u64) -> u128 {
+        self.envelope.effective_tip_per_gas(base_fee).unwrap_or(0)
+    }
+
+    /// Gas price actually paid per gas at `base_fee`.
+    pub fn effective_gas_price(&self, base_fee: u64) -> u128 {
+        self.envelope.effective_gas_price(Some(base_fee))
+    }
+
+    /// The most this transaction can cost: `gas * maxFee + value`.
+    pub fn max_cost(&self) -> U256 {
+        U256::from(self.envelope.gas_limit()) * U256::from(self.envelope.max_fee_per_gas())
+            + self.envelope.value()
+    }
+
+    /// revm's view of the transaction.
+    pub fn tx_env(&self) -> TxEnv {
+        tx_env(&self.envelope, self.sender)
+    }
+}
+
+/// revm's transaction environment for a signed envelope.
+pub fn tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
+    let authorization_list = envelope
+        .authorization_list()
+        .map(|list| list.iter().cloned().map(Either::Left).collect())
+        .unwrap_or_default();
+    TxEnv {
+        tx_type: envelope.ty(),
+        caller: sender,
+        gas_limit: envelope.gas_limit(),
+        gas_price: envelope.max_fee_per_gas(),
+        kind: envelope.kind(),
+        value: envelope.value(),
+        data: envelope.input().clone(),
+        nonce: envelope.nonce(),
+        chain_id: envelope.chain_id(),
+        access_list: envelope.access_list().cloned().unwrap_or_else(AccessList::default),
+        gas_priority_fee: envelope.max_priority_fee_per_gas(),
+        authorization_list,
+        ..Default::default()
+    }
+}
+
+/// Rules a transaction must meet regardless of state.
+#[derive(Clone, Copy, Debug)]
+pub struct StaticRules {
+    /// This chain's id.
+    pub chain_id: u64,
+    /// Hard fork.
+    pub spec: SpecId,
+    /// Largest encoded transaction, bytes.
+    pub max_tx_size: usize,
+    /// Block gas limit.
+    pub block_gas_limit: u64,
+}
+
+const SECP256K1N_HALF: U256 = U256::from_be_bytes([
+    0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0x5D, 0x57, 0x6E, 0x73, 0x57, 0xA4, 0x50, 0x1D, 0xDF, 0xE9, 0x2F, 0x46, 0x68, 0x1B, 0x20, 0xA0,
+]);
+
+/// EIP-7825's cap on one transaction's gas from Osaka on.
+const TX_GAS_LIMIT_CAP: u64 = 1 << 24;
+
+/// Decodes raw EIP-2718 bytes, recovers the sender and applies every stateless check.
+pub fn decode_and_check(raw: Bytes, rules: &StaticRules) -> Result<PooledTx, TxError> {
+    if raw.len() > rules.max_tx_size {
+        return Err(TxError::Oversized { size: raw.len(), limit: rules.max_tx_size });
+    }
+    match raw.first() {
+        None => return Err(TxError::Decode("empty input".into())),
+        Some(0x03) => {
+            return Err(TxError::TypeNotSupported(
+                "blob transactions (EIP-4844, type 3) are not accepted by this sequencer".into(),
+            ));
+        }
+        Some(&ty) if (0x05..0x7f).contains(&ty) => {
+            return Err(TxError::TypeNotSupported(format!("unknown type {ty:#04x}")));
+        }
+        _ => {}
+    }
+    let mut buf = raw.as_ref();
+    let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Decode(e.to_string()))?;
+    if !buf.is_empty() {
+        return Err(TxError::Decode(format!("{} trailing bytes after the transaction", buf.len())));
+    }
+    check_static(&envelope, rules)?;
+    let sender = recover_sender(&envelope)?;
+    let hash = keccak256(&raw);
+    Ok(PooledTx { envelope, sender, hash, raw })
+}
+
+/// Decodes many transactions at once, recovering senders on all cores.
+pub fn decode_batch(raws: Vec<Bytes>, rules: &StaticRules) -> Vec<Result<Arc<PooledTx>, TxError>> {
+    use rayon::prelude::*;
+    raws.into_par_iter().map(|raw| decode_and_check(raw, rules).map(Arc::new)).collect()
+}
+
+fn check_static(tx: &TxEnvelope, rules: &StaticRules) -> Result<(), TxError> {
+    match tx.chain_id() {
+        None => return Err(TxError::Unprotected),
+        Some(id) if id != rules.chain_id => {
+            return Err(TxError::ChainId { have: id, want: rules.chain_id });
+        }
+        Some(_) => {}
+    }
+    let sig = tx.signature();
+    if sig.r().is_zero() || sig.s().is_zero() || sig.s() > SECP256K1N_HALF {
+        return Err(TxError::InvalidSignature);
+    }
+    if let (Some(tip), fee_cap) = (tx.max_priority_fee_per_gas(), tx.max_fee_per_gas())
+        && tip > fee_cap
+    {
+        return Err(TxError::TipAboveFeeCap { tip, fee_cap });
+    }
+    if let TxEnvelope::Eip7702(signed) = tx
+        && signed.tx().authorization_list.is_empty()
+    {
+        return Err(TxError::EmptyAuthList);
+    }
+    let gas = tx.gas_limit();
+    if rules.spec.is_enabled_in(SpecId::OSAKA) && gas > TX_GAS_LIMIT_CAP {
+        return Err(TxError::GasLimitTooHigh { cap: TX_GAS_LIMIT_CAP, gas });
+    }
+    if gas > rules.block_gas_limit {
+        return Err(TxError::GasLimit { gas, limit: rules.block_gas_limit });
+    }
+    if tx.kind().is_create() && rules.spec.is_enabled_in(SpecId::SHANGHAI) {
+        let limit = revm::primitives::eip3860::MAX_INITCODE_SIZE;
+        if tx.input().len() > limit {
+            return Err(TxError::InitCodeTooLarge { size: tx.input().len(), limit });
+        }
+    }
+    let env = tx_env(tx, Address::ZERO);
+    let initial = revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(
+        &env, rules.spec, None,
+    );
+    let needed = initial.initial_total_gas();
+    if gas < needed {
+        return Err(TxError::IntrinsicGas { gas, needed });
+    }
+    if gas < initial.floor_gas {
+        return Err(TxError::FloorDataGas { gas, needed: initial.floor_gas });
+    }
+    Ok(())
+}
+
+/// Recovers the signer with libsecp256k1 (about 5x faster than the pure-Rust k256 path).
+pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
+    let sig = tx.signature();
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&sig.r().to_be_bytes::<32>());
+    compact[32..].copy_from_slice(&sig.s().to_be_bytes::<32>());
+    let id = RecoveryId::try_from(i32::from(sig.v()))
+        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
+    let recoverable = RecoverableSignature::from_compact(&compact, id)
+        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
+    let message = Message::from_digest(tx.signature_hash().0);
+    let public = SECP256K1
+        .recover_ecdsa(message, &recoverable)
+        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
+    let hash = keccak256(&public.serialize_uncompressed()[1..]);
+    Ok(Address::from_slice(&hash[12..]))
+}
+
+/// The k256 path alloy uses, kept to cross-check [`recover_sender`] in tests.
+pub fn recover_sender_k256(tx: &TxEnvelope) -> Option<Address> {
+    tx.recover_signer().ok()
+}

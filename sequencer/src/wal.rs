@@ -1,0 +1,309 @@
+//! The write-ahead log: every sealed mini-block's ordered transactions (and the block context
+//! they ran in) are appended and fsynced before any of their receipts is released. Replaying it
+//! from genesis re-executes the same transactions in the same order and so rebuilds the same
+//! state, receipts and roots.
+//!
+//! Record: `len: u32 LE | crc32(payload): u32 LE | payload`, payload `kind: u8 | body`.
+//! A torn tail (short or failing its checksum) is cut off at open: it was never acknowledged.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufReader, Read, Seek, SeekFrom, Write},
+    path::Path,
+};
+
+use alloy_primitives::{Address, Bytes};
+
+use crate::exec::BlockEnvParams;
+
+/// A WAL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// I/O failed.
+    #[error("WAL I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record in the middle of the log is damaged (not a torn tail).
+    #[error("WAL record at offset {offset} is corrupt: {reason}")]
+    Corrupt {
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One WAL entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The chain started: genesis block timestamp.
+    Genesis {
+        /// Seconds since the epoch.
+        timestamp: u64,
+    },
+    /// A sealed mini-block.
+    MiniBlock {
+        /// Block context it executed in.
+        env: BlockEnvParams,
+        /// Its position in the EVM block.
+        index: u32,
+        /// Wall time it sealed, ms since the epoch.
+        sealed_at_ms: u64,
+        /// Its transactions, EIP-2718 encoded, in execution order.
+        txs: Vec<Bytes>,
+    },
+    /// An EVM block is complete (it may hold no mini-block at all).
+    Seal {
+        /// The block's context.
+        env: BlockEnvParams,
+    },
+}
+
+const KIND_GENESIS: u8 = 0;
+const KIND_MINI: u8 = 1;
+const KIND_SEAL: u8 = 2;
+/// Largest record accepted at replay; a larger length is damage, not data.
+const MAX_RECORD: usize = 1 << 30;
+
+impl Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Genesis { timestamp } => {
+                out.push(KIND_GENESIS);
+                out.extend_from_slice(&timestamp.to_le_bytes());
+            }
+            Record::MiniBlock { env, index, sealed_at_ms, txs } => {
+                out.push(KIND_MINI);
+                encode_env(env, out);
+                out.extend_from_slice(&index.to_le_bytes());
+                out.extend_from_slice(&sealed_at_ms.to_le_bytes());
+                out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
+                for tx in txs {
+                    out.extend_from_slice(&(tx.len() as u32).to_le_bytes());
+                    out.extend_from_slice(tx);
+                }
+            }
+            Record::Seal { env } => {
+                out.push(KIND_SEAL);
+                encode_env(env, out);
+            }
+        }
+    }
+
+    fn decode(mut buf: &[u8]) -> Result<Self, String> {
+        fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+            if buf.len() < n {
+                return Err(format!("truncated: wanted {n} bytes, {} left", buf.len()));
+            }
+            let (head, tail) = buf.split_at(n);
+            *buf = tail;
+            Ok(head)
+        }
+        fn u64_(buf: &mut &[u8]) -> Result<u64, String> {
+            Ok(u64::from_le_bytes(take(buf, 8)?.try_into().expect("8 bytes")))
+        }
+        fn u32_(buf: &mut &[u8]) -> Result<u32, String> {
+            Ok(u32::from_le_bytes(take(buf, 4)?.try_into().expect("4 bytes")))
+        }
+        fn decode_env(buf: &mut &[u8]) -> Result<BlockEnvParams, String> {
+            Ok(BlockEnvParams {
+                number: u64_(buf)?,
+                timestamp: u64_(buf)?,
+                beneficiary: Address::from_slice(take(buf, 20)?),
+                base_fee: u64_(buf)?,
+                gas_limit: u64_(buf)?,
+            })
+        }
+        let kind = take(&mut buf, 1)?[0];
+        let record = match kind {
+            KIND_GENESIS => Record::Genesis { timestamp: u64_(&mut buf)? },
+            KIND_MINI => {
+                let env = decode_env(&mut buf)?;
+                let index = u32_(&mut buf)?;
+                let sealed_at_ms = u64_(&mut buf)?;
+                let count = u32_(&mut buf)? as usize;
+                let mut txs = Vec::with_capacity(count.min(buf.len() / 4));
+                for _ in 0..count {
+                    let len = u32_(&mut buf)? as usize;
+                    txs.push(Bytes::copy_from_slice(take(&mut buf, len)?));
+                }
+                Record::MiniBlock {
+                    env,
+                    index,
+                    sealed_at_ms,
+                    txs,
+                }
+            }
+            KIND_SEAL => Record::Seal { env: decode_env(&mut buf)? },
+            other => return Err(format!("unknown record kind {other}")),
+        };
+        if !buf.is_empty() {
+            return Err(format!("{} unexpected bytes after record", buf.len()));
+        }
+        Ok(record)
+    }
+}
+
+fn encode_env(env: &BlockEnvParams, out: &mut Vec<u8>) {
+    out.extend_from_slice(&env.number.to_le_bytes());
+    out.extend_from_slice(&env.timestamp.to_le_bytes());
+    out.extend_from_slice(env.beneficiary.as_slice());
+    out.extend_from_slice(&env.base_fee.to_le_bytes());
+    out.extend_from_slice(&env.gas_limit.to_le_bytes());
+}
+
+/// The append side of the log.
+#[derive(Debug)]
+pub struct Wal {
+    file: File,
+    fsync: bool,
+    buf: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path`, returning it with every intact record. A torn
+    /// tail is truncated; damage before the tail is an error, since records after it were
+    /// acknowledged.
+    pub fn open(path: &Path, fsync: bool) -> Result<(Self, Vec<Record>), WalError> {
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).truncate(false).open(path)?;
+        let total = file.metadata()?.len();
+        let mut reader = BufReader::new(&mut file);
+        let mut records = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let mut head = [0u8; 8];
+            match read_full(&mut reader, &mut head)? {
+                0 => break,
+                8 => {}
+                _ => break, // torn header
+            }
+            let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+            let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
+            let end = offset + 8 + len as u64;
+            if len > MAX_RECORD || len == 0 {
+                return Err(WalError::Corrupt { offset, reason: format!("length {len}") });
+            }
+            let mut payload = vec![0u8; len];
+            if read_full(&mut reader, &mut payload)? < len {
+                break; // torn body
+            }
+            if crc32fast::hash(&payload) != crc {
+                if end == total {
+                    break; // torn last record
+                }
+                return Err(WalError::Corrupt { offset, reason: "checksum mismatch".into() });
+            }
+            let record = Record::decode(&payload)
+                .map_err(|reason| WalError::Corrupt { offset, reason })?;
+            records.push(record);
+            offset = end;
+        }
+        drop(reader);
+        if offset < total {
+            tracing::warn!(offset, total, "WAL: cutting off a torn tail of {} bytes", total - offset);
+            file.set_len(offset)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok((Self { file, fsync, buf: Vec::new() }, records))
+    }
+
+    /// Appends records and makes them durable (fsync) before returning.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
+        self.buf.clear();
+        let mut payload = Vec::new();
+        for record in records {
+            payload.clear();
+            record.encode(&mut payload);
+            self.buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            self.buf.extend_from_slice(&payload);
+        }
+        self.file.write_all(&self.buf)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(n: u64) -> BlockEnvParams {
+        BlockEnvParams {
+            number: n,
+            timestamp: 1000 + n,
+            beneficiary: Address::repeat_byte(3),
+            base_fee: 7,
+            gas_limit: 30_000_000,
+        }
+    }
+
+    fn mini(n: u64) -> Record {
+        Record::MiniBlock {
+            env: env(n),
+            index: n as u32,
+            sealed_at_ms: 99,
+            txs: vec![Bytes::from(vec![1, 2, 3]), Bytes::from(vec![4; 300])],
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, none) = Wal::open(&path, true).unwrap();
+        assert!(none.is_empty());
+        let written = vec![Record::Genesis { timestamp: 5 }, mini(1), Record::Seal { env: env(1) }];
+        wal.append(&written).unwrap();
+        drop(wal);
+        let (_, read) = Wal::open(&path, true).unwrap();
+        assert_eq!(read, written);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, false).unwrap();
+        wal.append(&[mini(1)]).unwrap();
+        wal.append(&[mini(2)]).unwrap();
+        drop(wal);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 5).unwrap();
+        drop(file);
+        let (mut wal, read) = Wal::open(&path, false).unwrap();
+        assert_eq!(read, vec![mini(1)]);
+        wal.append(&[mini(3)]).unwrap();
+        drop(wal);
+        let (_, read) = Wal::open(&path, false).unwrap();
+        assert_eq!(read, vec![mini(1), mini(3)]);
+    }
+
+    #[test]
+    fn damage_before_the_tail_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, false).unwrap();
+        wal.append(&[mini(1), mini(2)]).unwrap();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(Wal::open(&path, false), Err(WalError::Corrupt { offset: 0, .. })));
+    }
+}
