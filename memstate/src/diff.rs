@@ -81,8 +81,7 @@ mod tests {
             AccountDiff {
                 info: data(1),
                 storage_cleared: false,
-                storage: [(U256::from(1), U256::from(10)), (U256::from(2), U256::from(20))]
-                    .into(),
+                storage: [(U256::from(1), U256::from(10)), (U256::from(2), U256::from(20))].into(),
             },
         );
         let mut second = StateDiff::default();

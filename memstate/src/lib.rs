@@ -17,7 +17,7 @@ mod mpt;
 mod overlay;
 mod state;
 
-pub use diff::{AccountDiff, AccountData, StateDiff};
+pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay};
 pub use state::{Account, MemState, StateError};

@@ -48,6 +48,10 @@ fn to_info(data: AccountData) -> AccountInfo {
     info.nonce = data.nonce;
     info.balance = data.balance;
     info.code_hash = data.code_hash;
+    // `AccountInfo::default()` carries empty code; revm must load the real code by hash.
+    if data.code_hash != crate::KECCAK_EMPTY {
+        info.code = None;
+    }
     info
 }
 

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod node;
 pub mod pool;
 pub mod root;
+pub mod rpc;
 pub mod tx;
 pub mod wal;
 

@@ -126,9 +126,10 @@ impl Node {
         let (datadir, tempdir) = match (&config.storage.datadir, dev) {
             (Some(dir), _) => (dir.clone(), None),
             (None, true) => {
-                let tmp = tempfile::Builder::new().prefix("sequencer-dev-").tempdir().map_err(
-                    |source| NodeError::DataDir { path: std::env::temp_dir(), source },
-                )?;
+                let tmp = tempfile::Builder::new()
+                    .prefix("sequencer-dev-")
+                    .tempdir()
+                    .map_err(|source| NodeError::DataDir { path: std::env::temp_dir(), source })?;
                 (tmp.path().to_path_buf(), Some(tmp))
             }
             (None, false) => (PathBuf::from("sequencer-data"), None),
@@ -216,6 +217,12 @@ impl Node {
                 "replayed WAL"
             );
         }
+        // Serve nothing until every replayed block (and genesis) has its root and hash.
+        let sealed = builder.env.number - 1;
+        node.chain.wait_block_hash(sealed).map_err(|e| NodeError::Replay {
+            block: sealed,
+            reason: format!("root commit did not finish: {e}"),
+        })?;
         let handle = std::thread::Builder::new()
             .name("block-builder".into())
             .spawn(move || builder.run())

@@ -14,8 +14,8 @@ use std::{
 };
 
 use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
-    TxType, proofs,
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType,
+    proofs,
 };
 use alloy_eips::{Typed2718, eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256, keccak256};
@@ -218,8 +218,7 @@ fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, 
         };
         metrics::histogram!("sequencer_root_commit_seconds").record(started.elapsed());
         metrics::counter!("sequencer_root_keys_total").increment(keys as u64);
-        let header =
-            build_header(spec, &block.env, parent_hash, root, &block.txs, block.gas_used);
+        let header = build_header(spec, &block.env, parent_hash, root, &block.txs, block.gas_used);
         let hash = header.hash_slow();
         parent_hash = hash;
         let size = block_size(&header, &block.txs);

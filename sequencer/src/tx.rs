@@ -123,7 +123,9 @@ pub enum TxError {
         nonce: u64,
     },
     /// Nonce too far ahead of the account's next nonce.
-    #[error("nonce too high: next nonce {next}, tx nonce {nonce}, at most {max_gap} ahead may wait")]
+    #[error(
+        "nonce too high: next nonce {next}, tx nonce {nonce}, at most {max_gap} ahead may wait"
+    )]
     NonceTooHigh {
         /// The account's next nonce.
         next: u64,
@@ -321,9 +323,8 @@ fn check_static(tx: &TxEnvelope, rules: &StaticRules) -> Result<(), TxError> {
         }
     }
     let env = tx_env(tx, Address::ZERO);
-    let initial = revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(
-        &env, rules.spec, None,
-    );
+    let initial =
+        revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(&env, rules.spec, None);
     let needed = initial.initial_total_gas();
     if gas < needed {
         return Err(TxError::IntrinsicGas { gas, needed });

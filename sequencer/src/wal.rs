@@ -126,12 +126,7 @@ impl Record {
                     let len = u32_(&mut buf)? as usize;
                     txs.push(Bytes::copy_from_slice(take(&mut buf, len)?));
                 }
-                Record::MiniBlock {
-                    env,
-                    index,
-                    sealed_at_ms,
-                    txs,
-                }
+                Record::MiniBlock { env, index, sealed_at_ms, txs }
             }
             KIND_SEAL => Record::Seal { env: decode_env(&mut buf)? },
             other => return Err(format!("unknown record kind {other}")),
@@ -193,14 +188,19 @@ impl Wal {
                 }
                 return Err(WalError::Corrupt { offset, reason: "checksum mismatch".into() });
             }
-            let record = Record::decode(&payload)
-                .map_err(|reason| WalError::Corrupt { offset, reason })?;
+            let record =
+                Record::decode(&payload).map_err(|reason| WalError::Corrupt { offset, reason })?;
             records.push(record);
             offset = end;
         }
         drop(reader);
         if offset < total {
-            tracing::warn!(offset, total, "WAL: cutting off a torn tail of {} bytes", total - offset);
+            tracing::warn!(
+                offset,
+                total,
+                "WAL: cutting off a torn tail of {} bytes",
+                total - offset
+            );
             file.set_len(offset)?;
             file.sync_all()?;
         }

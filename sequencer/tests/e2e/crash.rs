@@ -1,0 +1,74 @@
+//! SIGKILL after receipts were returned, restart on the same data directory: every
+//! acknowledged transaction is there and the state and roots are as before.
+
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, U256};
+use serde_json::json;
+
+use crate::common::*;
+
+async fn realtime(seq: &Sequencer, raw: &alloy_primitives::Bytes) -> serde_json::Value {
+    let response = seq.raw("realtime_sendRawTransaction", json!([raw])).await;
+    assert_eq!(response["result"]["status"], "0x1", "{response}");
+    response["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_transactions_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let seq = Sequencer::start_in(Some(dir.path()), &["--block-time", "300ms"]);
+    let fee = gwei(10);
+    let mut hashes: Vec<B256> = Vec::new();
+    let recipients: Vec<Address> = (1..=4u8).map(Address::repeat_byte).collect();
+    for (nonce, to) in recipients.iter().enumerate() {
+        let raw =
+            eip1559(5, nonce as u64, *to, U256::from(1000 + nonce), 21_000, fee, gwei(1), CHAIN_ID);
+        realtime(&seq, &raw).await;
+        hashes.push(hash_of(&raw));
+    }
+    // Wait until those are in a sealed block, and note that block.
+    let last = seq.raw("eth_getTransactionReceipt", json!([hashes[3]])).await;
+    let block_number = last["result"]["blockNumber"].as_str().unwrap().to_string();
+    let sealed = loop {
+        let block = seq.raw("eth_getBlockByNumber", json!([block_number, false])).await;
+        if !block["result"].is_null() {
+            break block["result"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Two more, acknowledged, then the process dies before their EVM block can seal.
+    for nonce in 4..6u64 {
+        let raw = eip1559(5, nonce, recipients[0], U256::from(1), 21_000, fee, gwei(1), CHAIN_ID);
+        realtime(&seq, &raw).await;
+        hashes.push(hash_of(&raw));
+    }
+    let balances_before: Vec<_> = {
+        let mut v = Vec::new();
+        for who in recipients.iter().chain([&address(5)]) {
+            v.push(seq.raw("eth_getBalance", json!([who, "latest"])).await["result"].clone());
+        }
+        v
+    };
+    seq.kill();
+
+    let seq = Sequencer::start_in(Some(dir.path()), &["--block-time", "300ms"]);
+    for hash in &hashes {
+        let receipt = seq.raw("eth_getTransactionReceipt", json!([hash])).await;
+        assert_eq!(receipt["result"]["status"], "0x1", "lost {hash}: {receipt}");
+    }
+    let again =
+        seq.raw("eth_getBlockByNumber", json!([block_number, false])).await["result"].clone();
+    assert_eq!(again["stateRoot"], sealed["stateRoot"]);
+    assert_eq!(again["hash"], sealed["hash"]);
+    assert_eq!(again["transactions"], sealed["transactions"]);
+    for (i, who) in recipients.iter().chain([&address(5)]).enumerate() {
+        let balance = seq.raw("eth_getBalance", json!([who, "latest"])).await["result"].clone();
+        assert_eq!(balance, balances_before[i], "balance of {who}");
+    }
+    let nonce = seq.raw("eth_getTransactionCount", json!([address(5), "latest"])).await;
+    assert_eq!(nonce["result"], "0x6");
+    // And it keeps going.
+    let raw = eip1559(5, 6, recipients[1], U256::from(1), 21_000, fee, gwei(1), CHAIN_ID);
+    realtime(&seq, &raw).await;
+}
