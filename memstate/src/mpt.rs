@@ -21,7 +21,6 @@ impl MemState {
                     balance: account.balance,
                     storage_root,
                     code_hash: account.code_hash,
-                    ..Default::default()
                 },
             ));
         });

@@ -44,15 +44,15 @@ pub struct Overlay<'a, H> {
 }
 
 fn to_info(data: AccountData) -> AccountInfo {
-    let mut info = AccountInfo::default();
-    info.nonce = data.nonce;
-    info.balance = data.balance;
-    info.code_hash = data.code_hash;
     // `AccountInfo::default()` carries empty code; revm must load the real code by hash.
-    if data.code_hash != crate::KECCAK_EMPTY {
-        info.code = None;
+    let code = (data.code_hash == crate::KECCAK_EMPTY).then(Bytecode::default);
+    AccountInfo {
+        nonce: data.nonce,
+        balance: data.balance,
+        code_hash: data.code_hash,
+        code,
+        ..Default::default()
     }
-    info
 }
 
 impl<'a, H: BlockHashes> Overlay<'a, H> {

@@ -318,9 +318,9 @@ pub mod duration_str {
     /// Formats a duration in the largest unit that divides it.
     pub fn format(d: &Duration) -> String {
         let us = d.as_micros();
-        if us % 1_000_000 == 0 {
+        if us.is_multiple_of(1_000_000) {
             format!("{}s", us / 1_000_000)
-        } else if us % 1_000 == 0 {
+        } else if us.is_multiple_of(1_000) {
             format!("{}ms", us / 1_000)
         } else {
             format!("{us}us")

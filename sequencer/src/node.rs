@@ -271,11 +271,16 @@ impl Node {
         self.admit(Arc::new(tx))
     }
 
+    /// Admits a transaction decoded elsewhere (e.g. with the rest of a JSON-RPC batch).
+    pub fn submit_decoded(&self, decoded: Result<Arc<PooledTx>, TxError>) -> Result<B256, TxError> {
+        decoded.inspect_err(reject_metric).and_then(|tx| self.admit(tx))
+    }
+
     /// Admits many raw transactions, recovering their senders on all cores.
     pub fn submit_batch(&self, raws: Vec<Bytes>) -> Vec<Result<B256, TxError>> {
         decode_batch(raws, &self.static_rules)
             .into_iter()
-            .map(|decoded| decoded.inspect_err(reject_metric).and_then(|tx| self.admit(tx)))
+            .map(|decoded| self.submit_decoded(decoded))
             .collect()
     }
 

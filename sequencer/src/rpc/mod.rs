@@ -1,6 +1,7 @@
 //! The JSON-RPC server: HTTP and WebSocket on one port (jsonrpsee), the `eth_` methods wallets
 //! and libraries use, the realtime methods, and subscriptions.
 
+mod batch;
 mod call;
 mod convert;
 pub mod error;
@@ -69,9 +70,12 @@ pub async fn serve(
         .allow_methods([hyper::Method::POST, hyper::Method::GET, hyper::Method::OPTIONS])
         .allow_origin(tower_http::cors::Any)
         .allow_headers([hyper::header::CONTENT_TYPE]);
+    let rpc_middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+        .layer(batch::PrecoverLayer(node.static_rules));
     let server = jsonrpsee::server::Server::builder()
         .set_config(config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(cors))
+        .set_rpc_middleware(rpc_middleware)
         .build(addr)
         .await?;
     let bound = server.local_addr()?;
@@ -331,9 +335,15 @@ pub fn module(
         call::create_access_list(&node, &req)
     })?;
 
-    m.register_method("eth_sendRawTransaction", |params, node, _| -> RpcResult<B256> {
+    m.register_method("eth_sendRawTransaction", |params, node, ext| -> RpcResult<B256> {
         let raw: Bytes = params.one()?;
-        node.submit_raw(raw).map_err(tx_error)
+        match ext.get::<batch::Predecoded>() {
+            // Decoded with the rest of its batch, on all cores.
+            Some(batch::Predecoded(decoded)) => {
+                node.submit_decoded(decoded.clone()).map_err(tx_error)
+            }
+            None => node.submit_raw(raw).map_err(tx_error),
+        }
     })?;
     for name in ["realtime_sendRawTransaction", "eth_sendRawTransactionSync"] {
         m.register_async_method(name, |params, node, _| async move {

@@ -221,3 +221,52 @@ async fn metrics_count_admissions_and_rejections() {
     assert!(text.contains("sequencer_tx_rejected_total{reason=\"chain_id\"} 1"), "{text}");
     assert!(text.contains("sequencer_mini_block_seal_seconds"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_raw_transactions_is_answered_in_order() {
+    let seq = Sequencer::start(&[]);
+    let to = Address::repeat_byte(0x33);
+    let mut raws: Vec<_> = (0..8u64)
+        .map(|nonce| eip1559(6, nonce, to, U256::from(1), 21_000, gwei(10), gwei(1), CHAIN_ID))
+        .collect();
+    // One refused entry in the middle must not disturb the others.
+    raws.insert(3, eip1559(6, 0, to, U256::from(1), 21_000, gwei(10), gwei(1), 5));
+    let batch: Vec<_> = raws
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]})
+        })
+        .collect();
+    let response: Vec<serde_json::Value> = reqwest::Client::new()
+        .post(&seq.url)
+        .header("content-type", "application/json")
+        .body(serde_json::Value::Array(batch).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(response.len(), raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        let item = response.iter().find(|r| r["id"] == i).unwrap();
+        if i == 3 {
+            assert_eq!(item["error"]["message"], "invalid chain id for signer: have 5 want 31337");
+        } else {
+            assert_eq!(item["result"], serde_json::json!(hash_of(raw)), "{item}");
+        }
+    }
+    let last = hash_of(raws.last().unwrap());
+    for _ in 0..100 {
+        let receipt = seq.raw("eth_getTransactionReceipt", serde_json::json!([last])).await;
+        if !receipt["result"].is_null() {
+            let count =
+                seq.raw("eth_getTransactionCount", serde_json::json!([address(6), "latest"])).await;
+            assert_eq!(count["result"], "0x8");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("batch was not executed");
+}
