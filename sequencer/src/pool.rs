@@ -239,3 +239,114 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloy_consensus::TxEip1559;
+    use alloy_primitives::{Bytes, TxKind};
+    use memstate::{GenesisAccount, MemState};
+
+    use super::*;
+    use crate::tx::{
+        decode_and_check,
+        tests::{rules, signed},
+    };
+
+    fn tx(key: usize, nonce: u64, fee: u128, tip: u128) -> Arc<PooledTx> {
+        let raw = signed(
+            key,
+            TxEip1559 {
+                chain_id: 31337,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: fee,
+                max_priority_fee_per_gas: tip,
+                to: TxKind::Call(Address::repeat_byte(9)),
+                value: U256::from(nonce),
+                access_list: Default::default(),
+                input: Bytes::new(),
+            },
+        );
+        Arc::new(decode_and_check(raw, &rules()).unwrap())
+    }
+
+    fn state() -> MemState {
+        let alloc = crate::dev::DEV_ACCOUNTS
+            .iter()
+            .map(|(a, _)| {
+                (*a, GenesisAccount { balance: U256::from(10u64.pow(18)), ..Default::default() })
+            })
+            .collect();
+        MemState::from_genesis(&alloc)
+    }
+
+    #[test]
+    fn selects_by_tip_across_senders_and_by_nonce_within_one() {
+        let pool = Pool::new(PoolConfig::default());
+        let state = state();
+        // Sender 0: a cheap nonce 0 then an expensive nonce 1; sender 1: a medium one.
+        for t in [tx(0, 1, 100, 50), tx(0, 0, 100, 1), tx(1, 0, 100, 10), tx(2, 0, 100, 30)] {
+            pool.insert(t, &state, 10).unwrap();
+        }
+        let picked = pool.select(10, u64::MAX, 100);
+        let order: Vec<(Address, u64)> = picked.iter().map(|t| (t.sender, t.nonce())).collect();
+        let a = |k: usize| crate::dev::DEV_ACCOUNTS[k].0;
+        assert_eq!(order, vec![(a(2), 0), (a(1), 0), (a(0), 0), (a(0), 1)]);
+        // The gas budget stops selection; a count limit too.
+        assert_eq!(pool.select(10, 50_000, 100).len(), 2);
+        assert_eq!(pool.select(10, u64::MAX, 1).len(), 1);
+    }
+
+    #[test]
+    fn gaps_wait_and_removal_advances_the_sender() {
+        let pool = Pool::new(PoolConfig::default());
+        let state = state();
+        let (first, third) = (tx(0, 0, 100, 1), tx(0, 2, 100, 1));
+        pool.insert(first.clone(), &state, 10).unwrap();
+        pool.insert(third.clone(), &state, 10).unwrap();
+        assert_eq!(pool.select(10, u64::MAX, 100).len(), 1, "nonce 2 waits behind the gap");
+        assert_eq!(pool.pending_nonce(&first.sender, 0), 1);
+        pool.remove(std::slice::from_ref(&first), &[]);
+        assert_eq!(pool.len(), 1);
+        assert!(pool.select(10, u64::MAX, 100).is_empty());
+        pool.insert(tx(0, 1, 100, 1), &state, 10).unwrap();
+        assert_eq!(pool.select(10, u64::MAX, 100).len(), 2);
+        assert_eq!(pool.pending_nonce(&first.sender, 1), 3);
+    }
+
+    #[test]
+    fn replacement_needs_the_bump_and_duplicates_are_known() {
+        let pool = Pool::new(PoolConfig::default());
+        let state = state();
+        let original = tx(0, 0, 100, 10);
+        pool.insert(original.clone(), &state, 10).unwrap();
+        assert_eq!(pool.insert(original, &state, 10), Err(TxError::AlreadyKnown));
+        assert_eq!(
+            pool.insert(tx(0, 0, 109, 11), &state, 10),
+            Err(TxError::ReplacementUnderpriced)
+        );
+        let better = tx(0, 0, 110, 11);
+        pool.insert(better.clone(), &state, 10).unwrap();
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.select(10, u64::MAX, 10)[0].hash, better.hash);
+    }
+
+    #[test]
+    fn stateful_checks_use_the_state() {
+        let pool = Pool::new(PoolConfig { max_nonce_gap: 2, capacity: 2, ..Default::default() });
+        let state = state();
+        assert!(matches!(
+            pool.insert(tx(0, 3, 100, 1), &state, 10),
+            Err(TxError::NonceTooHigh { .. })
+        ));
+        assert!(matches!(
+            pool.insert(tx(0, 0, 5, 1), &state, 10),
+            Err(TxError::FeeCapTooLow { .. })
+        ));
+        let rich = tx(0, 0, 10u128.pow(15), 1);
+        assert!(matches!(pool.insert(rich, &state, 10), Err(TxError::InsufficientFunds { .. })));
+        pool.insert(tx(0, 0, 100, 1), &state, 10).unwrap();
+        pool.insert(tx(1, 0, 100, 1), &state, 10).unwrap();
+        assert_eq!(pool.insert(tx(2, 0, 100, 1), &state, 10), Err(TxError::PoolFull));
+    }
+}

@@ -353,7 +353,145 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
     Ok(Address::from_slice(&hash[12..]))
 }
 
-/// The k256 path alloy uses, kept to cross-check [`recover_sender`] in tests.
-pub fn recover_sender_k256(tx: &TxEnvelope) -> Option<Address> {
-    tx.recover_signer().ok()
+#[cfg(test)]
+pub(crate) mod tests {
+    use alloy_consensus::{SignableTransaction, TxEip2930, TxEip7702, TxLegacy};
+    use alloy_eips::{eip2718::Encodable2718, eip7702::Authorization};
+    use alloy_primitives::{Signature, TxKind};
+
+    use super::*;
+
+    /// Signs `tx` with a dev key and encodes it.
+    pub(crate) fn signed<T: SignableTransaction<Signature>>(key: usize, tx: T) -> Bytes
+    where
+        TxEnvelope: From<alloy_consensus::Signed<T>>,
+    {
+        let secret =
+            secp256k1::SecretKey::from_byte_array(crate::dev::DEV_ACCOUNTS[key].1.0).unwrap();
+        let hash = tx.signature_hash();
+        let (id, bytes) = SECP256K1
+            .sign_ecdsa_recoverable(Message::from_digest(hash.0), &secret)
+            .serialize_compact();
+        let sig = Signature::new(
+            U256::from_be_slice(&bytes[..32]),
+            U256::from_be_slice(&bytes[32..]),
+            i32::from(id) == 1,
+        );
+        let envelope: TxEnvelope = tx.into_signed(sig).into();
+        envelope.encoded_2718().into()
+    }
+
+    pub(crate) fn rules() -> StaticRules {
+        StaticRules {
+            chain_id: 31337,
+            spec: SpecId::OSAKA,
+            max_tx_size: 128 * 1024,
+            block_gas_limit: 30_000_000,
+        }
+    }
+
+    fn all_types() -> Vec<Bytes> {
+        let to = Address::repeat_byte(1);
+        vec![
+            signed(
+                0,
+                TxLegacy {
+                    chain_id: Some(31337),
+                    nonce: 1,
+                    gas_price: 7,
+                    gas_limit: 21_000,
+                    to: TxKind::Call(to),
+                    value: U256::from(3),
+                    input: Bytes::new(),
+                },
+            ),
+            signed(
+                1,
+                TxEip2930 {
+                    chain_id: 31337,
+                    nonce: 2,
+                    gas_price: 7,
+                    gas_limit: 30_000,
+                    to: TxKind::Call(to),
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: Bytes::from_static(&[1, 0, 2]),
+                },
+            ),
+            signed(
+                2,
+                TxEip7702 {
+                    chain_id: 31337,
+                    nonce: 0,
+                    gas_limit: 100_000,
+                    max_fee_per_gas: 10,
+                    max_priority_fee_per_gas: 1,
+                    to,
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    authorization_list: vec![
+                        Authorization { chain_id: U256::from(31337), address: to, nonce: 1 }
+                            .into_signed(Signature::test_signature()),
+                    ],
+                    input: Bytes::new(),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn libsecp256k1_recovers_the_same_sender_as_k256_for_every_type() {
+        for (i, raw) in all_types().into_iter().enumerate() {
+            let tx = decode_and_check(raw.clone(), &rules()).unwrap();
+            assert_eq!(Some(tx.sender), tx.envelope.recover_signer().ok());
+            assert_eq!(tx.sender, crate::dev::DEV_ACCOUNTS[i].0);
+            assert_eq!(tx.hash, keccak256(&raw));
+        }
+    }
+
+    #[test]
+    fn batch_decoding_matches_one_by_one() {
+        let raws = all_types();
+        let batch = decode_batch(raws.clone(), &rules());
+        for (raw, decoded) in raws.into_iter().zip(batch) {
+            assert_eq!(decode_and_check(raw, &rules()).unwrap().hash, decoded.unwrap().hash);
+        }
+    }
+
+    #[test]
+    fn stateless_checks_refuse_with_values() {
+        let to = Address::repeat_byte(1);
+        let tx = |gas_limit: u64, input: Bytes, to: TxKind| {
+            signed(
+                0,
+                TxEip2930 {
+                    chain_id: 31337,
+                    nonce: 0,
+                    gas_price: 7,
+                    gas_limit,
+                    to,
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input,
+                },
+            )
+        };
+        let err =
+            decode_and_check(tx(21_000, Bytes::from_static(&[1]), TxKind::Call(to)), &rules());
+        assert_eq!(err.unwrap_err(), TxError::IntrinsicGas { gas: 21_000, needed: 21_016 });
+        let err = decode_and_check(tx(31_000_000, Bytes::new(), TxKind::Call(to)), &rules());
+        assert_eq!(err.unwrap_err(), TxError::GasLimitTooHigh { cap: 1 << 24, gas: 31_000_000 });
+        let big = Bytes::from(vec![0u8; 50_000]);
+        let err = decode_and_check(tx(16_000_000, big, TxKind::Create), &rules());
+        assert!(matches!(err.unwrap_err(), TxError::InitCodeTooLarge { size: 50_000, .. }));
+        let mut corrupt = tx(21_000, Bytes::new(), TxKind::Call(to)).to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        // Either the signature no longer recovers, or it recovers to someone else.
+        match decode_and_check(corrupt.into(), &rules()) {
+            Err(TxError::InvalidSender(_) | TxError::InvalidSignature) => {}
+            Ok(tx) => assert_ne!(tx.sender, crate::dev::DEV_ACCOUNTS[0].0),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
 }
