@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{Transaction, TxEnvelope, Typed2718, transaction::SignerRecoverable};
+use alloy_consensus::{Transaction, TxEnvelope, Typed2718};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use revm::{
@@ -357,6 +357,7 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
 pub(crate) mod tests {
     use alloy_consensus::{SignableTransaction, TxEip2930, TxEip7702, TxLegacy};
     use alloy_eips::{eip2718::Encodable2718, eip7702::Authorization};
+    use alloy_consensus::transaction::SignerRecoverable;
     use alloy_primitives::{Signature, TxKind};
 
     use super::*;
