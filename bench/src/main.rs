@@ -1,8 +1,18 @@
 //! The `bench` binary.
 
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-use clap::{Parser, Subcommand};
+use bench::{
+    baseline, machine, median,
+    target::{self, RunSettings},
+    tps,
+    workload::{self, Kind},
+};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,8 +24,52 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// The sequencer as a library.
+    Inprocess,
+    /// Through its JSON-RPC server, HTTP batches.
+    Rpc,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Throughput of a workload end to end (recovery, execution, WAL fsync, NOMT root), against
+    /// the standard pipeline (recovery, sequential revm, MPT root per block) in the same run.
+    Run {
+        /// Workload.
+        workload: Kind,
+        /// Funded accounts.
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Transactions per run.
+        #[arg(long, default_value_t = 100_000)]
+        txs: usize,
+        /// Transactions per block in the baseline.
+        #[arg(long, default_value_t = 10_000)]
+        block_txs: usize,
+        /// Runs per measurement; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Our targets to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [Target::Inprocess, Target::Rpc], value_enum)]
+        targets: Vec<Target>,
+        /// EVM block interval of our pipeline.
+        #[arg(long, default_value = "250ms", value_parser = sequencer::config::duration_str::parse)]
+        block_time: Duration,
+        /// Transactions per submission (in-process) or JSON-RPC batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Concurrent JSON-RPC connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Print one JSON object per result instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run Ethereum GeneralStateTests (files or directories) through the execution path and
     /// check each post-state root and logs hash.
     Statetest {
@@ -35,7 +89,165 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Statetest { paths, json, show } => statetest(&paths, json, show),
+        Command::Run {
+            workload,
+            accounts,
+            txs,
+            block_txs,
+            runs,
+            seed,
+            targets,
+            block_time,
+            batch,
+            connections,
+            json,
+        } => {
+            let settings = RunSettings {
+                block_time,
+                mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
+                batch,
+                connections,
+            };
+            match run(
+                workload,
+                accounts,
+                txs,
+                block_txs,
+                runs.max(1),
+                seed,
+                &targets,
+                &settings,
+                json,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kind: Kind,
+    accounts: usize,
+    txs: usize,
+    block_txs: usize,
+    runs: usize,
+    seed: u64,
+    targets: &[Target],
+    settings: &RunSettings,
+    json: bool,
+) -> Result<(), target::RunError> {
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let started = Instant::now();
+    let prepared = workload::prepare(kind, seed, accounts, txs);
+    if !json {
+        println!(
+            "machine: {} ({} CPUs, {} NUMA node(s), {:.1} GiB, {} huge pages), Linux {}, rev {}",
+            machine.cpu,
+            machine.cpus,
+            machine.numa_nodes,
+            machine.memory_gib,
+            machine.hugepages,
+            machine.kernel,
+            machine.revision
+        );
+        println!("command: {command}");
+        println!(
+            "workload: {kind:?}, {accounts} accounts, {txs} transactions signed in {:.1} s; median of {runs} runs",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    let measure_baseline = |parallel: bool| {
+        let mut all: Vec<baseline::StageTimes> =
+            (0..runs).map(|_| baseline::run(&prepared, block_txs, parallel)).collect();
+        all.sort_by_key(|t| t.total);
+        all[all.len() / 2]
+    };
+    let base_par = measure_baseline(true);
+    let base_seq = measure_baseline(false);
+    let base_par_tps = tps(txs, base_par.total);
+    let base_seq_tps = tps(txs, base_seq.total);
+
+    let mut rows = Vec::new();
+    for target in targets {
+        let mut elapsed = Vec::new();
+        let mut cpu = Vec::new();
+        for _ in 0..runs {
+            let result = match target {
+                Target::Inprocess => target::inprocess(&prepared, settings)?,
+                Target::Rpc => target::rpc(&prepared, settings)?,
+            };
+            elapsed.push(result.elapsed);
+            cpu.push(result.cpu);
+        }
+        let ours = tps(txs, median(&mut elapsed));
+        let cpu_us = median(&mut cpu).as_secs_f64() * 1e6 / txs as f64;
+        let name = match target {
+            Target::Inprocess => "inprocess",
+            Target::Rpc => "rpc",
+        };
+        rows.push((name, ours, cpu_us));
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": kind,
+                    "target": name,
+                    "ours": ours,
+                    "baseline": base_par_tps,
+                    "baseline_name": "standard pipeline, recovery on all cores",
+                    "unit": "tx/s",
+                    "ratio": ours / base_par_tps,
+                    "ratio_vs_sequential_recovery": ours / base_seq_tps,
+                    "baseline_sequential_recovery": base_seq_tps,
+                    "cpu_us_per_tx": cpu_us,
+                    "runs": runs,
+                    "accounts": accounts,
+                    "txs": txs,
+                    "settings": settings,
+                    "baseline_stages_us_per_tx": {
+                        "recover": base_par.recover.as_secs_f64() * 1e6 / txs as f64,
+                        "execute": base_par.execute.as_secs_f64() * 1e6 / txs as f64,
+                        "root": base_par.root.as_secs_f64() * 1e6 / txs as f64,
+                    },
+                    "machine": machine,
+                    "command": command,
+                })
+            );
+        }
+    }
+    if !json {
+        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / txs as f64;
+        println!();
+        println!(
+            "| pipeline | tx/s | vs baseline (parallel recovery) | vs baseline (sequential recovery) | CPU µs/tx |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (name, ours, cpu_us) in &rows {
+            println!(
+                "| ours, {name} (WAL fsync + NOMT, persisted) | {ours:.0} | {:.2}x | {:.2}x | {cpu_us:.1} |",
+                ours / base_par_tps,
+                ours / base_seq_tps
+            );
+        }
+        for (label, b, t) in
+            [("parallel", &base_par, base_par_tps), ("sequential", &base_seq, base_seq_tps)]
+        {
+            println!(
+                "| baseline, {label} recovery (in memory, nothing persisted) | {t:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) |",
+                per_tx(b.recover),
+                per_tx(b.execute),
+                per_tx(b.root)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn statetest(paths: &[PathBuf], json: bool, show: usize) -> ExitCode {

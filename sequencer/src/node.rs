@@ -121,6 +121,16 @@ impl Node {
     /// Starts a sequencer: opens the data directory, replays the WAL, and starts the builder.
     /// In `dev` mode without a data directory it runs in a fresh temporary one.
     pub fn start(config: Config, dev: bool) -> Result<Arc<Self>, NodeError> {
+        Self::start_with_alloc(config, dev, None)
+    }
+
+    /// As [`Node::start`], with the genesis accounts given directly (embedding and benchmarks)
+    /// instead of read from `chain.genesis`.
+    pub fn start_with_alloc(
+        config: Config,
+        dev: bool,
+        alloc: Option<memstate::GenesisAlloc>,
+    ) -> Result<Arc<Self>, NodeError> {
         config.validate()?;
         let spec = config.chain.spec()?;
         let (datadir, tempdir) = match (&config.storage.datadir, dev) {
@@ -137,8 +147,9 @@ impl Node {
         let io_err = |source| NodeError::DataDir { path: datadir.clone(), source };
         std::fs::create_dir_all(&datadir).map_err(io_err)?;
 
-        let alloc = match &config.chain.genesis {
-            Some(path) => {
+        let alloc = match (alloc, &config.chain.genesis) {
+            (Some(alloc), _) => alloc,
+            (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| NodeError::Genesis {
                     path: path.clone(),
                     reason: e.to_string(),
@@ -146,8 +157,8 @@ impl Node {
                 memstate::parse_alloc(&text)
                     .map_err(|e| NodeError::Genesis { path: path.clone(), reason: e.to_string() })?
             }
-            None if dev => crate::dev::dev_alloc(),
-            None => {
+            (None, None) if dev => crate::dev::dev_alloc(),
+            (None, None) => {
                 return Err(NodeError::Genesis {
                     path: PathBuf::from("<none>"),
                     reason: "chain.genesis is required outside --dev".into(),

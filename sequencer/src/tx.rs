@@ -355,9 +355,9 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use alloy_consensus::transaction::SignerRecoverable;
     use alloy_consensus::{SignableTransaction, TxEip2930, TxEip7702, TxLegacy};
     use alloy_eips::{eip2718::Encodable2718, eip7702::Authorization};
-    use alloy_consensus::transaction::SignerRecoverable;
     use alloy_primitives::{Signature, TxKind};
 
     use super::*;

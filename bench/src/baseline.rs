@@ -1,0 +1,166 @@
+//! The standard pipeline a reth-style node runs for the same transactions, in memory, nothing
+//! persisted: sender recovery (libsecp256k1, sequential or on all cores), sequential revm over
+//! revm's in-memory `CacheDB`, and an Ethereum MPT state root (alloy-trie) per block, with the
+//! storage roots of untouched accounts cached.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use alloy_consensus::TxEnvelope;
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_trie::{TrieAccount, root};
+use rayon::prelude::*;
+use revm::{
+    ExecuteEvm,
+    database::{CacheDB, EmptyDB},
+    primitives::hardfork::SpecId,
+    state::{AccountInfo, Bytecode},
+};
+
+use crate::workload::{CHAIN_ID, Prepared};
+
+/// Time spent per stage.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StageTimes {
+    /// Whole run.
+    pub total: Duration,
+    /// Decoding and sender recovery.
+    pub recover: Duration,
+    /// Execution.
+    pub execute: Duration,
+    /// State roots.
+    pub root: Duration,
+}
+
+struct TrieState {
+    accounts: BTreeMap<B256, TrieAccount>,
+    storage: HashMap<Address, BTreeMap<B256, U256>>,
+}
+
+fn setup(p: &Prepared) -> (CacheDB<EmptyDB>, TrieState) {
+    let mut db = CacheDB::new(EmptyDB::default());
+    let mut trie = TrieState { accounts: BTreeMap::new(), storage: HashMap::new() };
+    for (address, account) in p.alloc.iter() {
+        let code = account.code.clone().unwrap_or_default();
+        let (code_hash, bytecode) = if code.is_empty() {
+            (memstate::KECCAK_EMPTY, Bytecode::default())
+        } else {
+            (keccak256(&code), Bytecode::new_raw(code))
+        };
+        let info = AccountInfo {
+            balance: account.balance,
+            nonce: account.nonce.map(|n| n.to()).unwrap_or_default(),
+            code_hash,
+            code: Some(bytecode),
+            ..Default::default()
+        };
+        db.insert_account_info(*address, info);
+        let mut slots = BTreeMap::new();
+        for (slot, value) in account.storage.iter().flatten() {
+            db.insert_account_storage(*address, *slot, *value).expect("in-memory insert");
+            slots.insert(keccak256(B256::from(*slot)), *value);
+        }
+        let storage_root = root::storage_root(slots.iter().map(|(k, v)| (*k, *v)));
+        trie.accounts.insert(
+            keccak256(address),
+            TrieAccount {
+                nonce: account.nonce.map(|n| n.to()).unwrap_or_default(),
+                balance: account.balance,
+                storage_root,
+                code_hash,
+            },
+        );
+        trie.storage.insert(*address, slots);
+    }
+    (db, trie)
+}
+
+/// Runs the standard pipeline over `p`'s transactions in blocks of `block_txs`.
+pub fn run(p: &Prepared, block_txs: usize, parallel_recovery: bool) -> StageTimes {
+    let (mut db, mut trie) = setup(p);
+    let mut times = StageTimes::default();
+    let started = Instant::now();
+    for (number, block) in p.txs.chunks(block_txs).enumerate() {
+        let t = Instant::now();
+        let decode = |raw: &alloy_primitives::Bytes| {
+            let tx = TxEnvelope::decode_2718(&mut raw.as_ref()).expect("valid benchmark tx");
+            let sender = sequencer::tx::recover_sender(&tx).expect("valid signature");
+            (tx, sender)
+        };
+        let recovered: Vec<(TxEnvelope, Address)> = if parallel_recovery {
+            block.par_iter().map(decode).collect()
+        } else {
+            block.iter().map(decode).collect()
+        };
+        times.recover += t.elapsed();
+
+        let t = Instant::now();
+        let env = sequencer::exec::BlockEnvParams {
+            number: number as u64 + 1,
+            timestamp: 1_700_000_000 + number as u64,
+            beneficiary: Address::ZERO,
+            base_fee: 1_000_000_000,
+            gas_limit: u64::MAX / 2,
+        };
+        let mut touched: HashMap<Address, bool> = HashMap::new();
+        {
+            let mut evm = sequencer::exec::new_evm(
+                &mut db,
+                SpecId::OSAKA,
+                CHAIN_ID,
+                env.block_env(SpecId::OSAKA),
+            );
+            for (tx, sender) in &recovered {
+                let out = evm
+                    .transact(sequencer::tx::tx_env(tx, *sender))
+                    .expect("benchmark tx is valid");
+                for (address, account) in &out.state {
+                    if !account.is_touched() {
+                        continue;
+                    }
+                    let mut storage_changed = false;
+                    let slots = trie.storage.entry(*address).or_default();
+                    for (slot, value) in account.changed_storage_slots() {
+                        storage_changed = true;
+                        let key = keccak256(B256::from(*slot));
+                        if value.present_value.is_zero() {
+                            slots.remove(&key);
+                        } else {
+                            slots.insert(key, value.present_value);
+                        }
+                    }
+                    let entry = touched.entry(*address).or_default();
+                    *entry |= storage_changed;
+                    let leaf = trie.accounts.entry(keccak256(address)).or_insert(TrieAccount {
+                        storage_root: alloy_trie::EMPTY_ROOT_HASH,
+                        ..Default::default()
+                    });
+                    leaf.nonce = account.info.nonce;
+                    leaf.balance = account.info.balance;
+                    leaf.code_hash = account.info.code_hash;
+                }
+                revm::ExecuteCommitEvm::commit(&mut evm, out.state);
+            }
+        }
+        times.execute += t.elapsed();
+
+        let t = Instant::now();
+        for (address, storage_changed) in &touched {
+            if *storage_changed {
+                let slots = &trie.storage[address];
+                let storage_root = root::storage_root(slots.iter().map(|(k, v)| (*k, *v)));
+                if let Some(leaf) = trie.accounts.get_mut(&keccak256(address)) {
+                    leaf.storage_root = storage_root;
+                }
+            }
+        }
+        let state_root = root::state_root(trie.accounts.iter().map(|(k, v)| (*k, *v)));
+        std::hint::black_box(state_root);
+        times.root += t.elapsed();
+    }
+    times.total = started.elapsed();
+    times
+}

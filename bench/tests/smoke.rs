@@ -1,0 +1,77 @@
+//! A short run of each workload against each target completes, and the work was really done.
+
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use bench::{
+    baseline,
+    target::{self, RunSettings},
+    workload::{self, Kind},
+};
+
+fn settings() -> RunSettings {
+    RunSettings {
+        block_time: Duration::from_millis(100),
+        mini_block_time: Duration::from_millis(10),
+        batch: 50,
+        connections: 2,
+    }
+}
+
+#[test]
+fn every_workload_runs_on_every_target_and_the_baseline() {
+    for kind in [Kind::Eth, Kind::Erc20] {
+        let prepared = workload::prepare(kind, 3, 40, 200);
+        let inprocess = target::inprocess(&prepared, &settings()).unwrap();
+        assert!(inprocess.elapsed > Duration::ZERO);
+        let rpc = target::rpc(&prepared, &settings()).unwrap();
+        assert!(rpc.elapsed > Duration::ZERO);
+        for parallel in [true, false] {
+            let times = baseline::run(&prepared, 64, parallel);
+            assert!(times.total >= times.execute);
+            assert!(times.execute > Duration::ZERO && times.root > Duration::ZERO);
+        }
+    }
+}
+
+#[test]
+fn an_erc20_run_moves_exactly_the_tokens_it_should() {
+    // 45 transfers among 30 accounts: the first 15 send twice, the others once.
+    let (n, count) = (30usize, 45usize);
+    let prepared = workload::prepare(Kind::Erc20, 5, n, count);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sequencer::Config::default();
+    config.storage.datadir = Some(dir.path().to_path_buf());
+    config.metrics.enabled = false;
+    let node =
+        sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone())).unwrap();
+    for result in node.submit_batch(prepared.txs.to_vec()) {
+        result.unwrap();
+    }
+    for tx in prepared.txs.iter() {
+        let hash = alloy_primitives::keccak256(tx);
+        let executed = (0..500)
+            .find_map(|_| {
+                let found = node.chain.tx(&hash);
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                found
+            })
+            .expect("executed");
+        assert!(executed.success);
+        assert_eq!(executed.logs.len(), 1, "one Transfer event");
+    }
+    let mut expected = vec![U256::from(workload::TOKEN_BALANCE); n];
+    for k in 0..count {
+        let from = k % n;
+        expected[from] -= U256::from(1);
+        expected[workload::recipient(from, n)] += U256::from(1);
+    }
+    for (i, who) in prepared.addresses.iter().enumerate() {
+        let balance = node.state.storage(&workload::TOKEN, &workload::balance_slot(who));
+        assert_eq!(balance, expected[i], "balance of account {i}");
+    }
+    assert_ne!(expected, vec![U256::from(workload::TOKEN_BALANCE); n], "the run moves tokens");
+    node.shutdown();
+}
