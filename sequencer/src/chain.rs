@@ -103,6 +103,9 @@ pub struct Chain {
     sealed_signal: (Mutex<()>, Condvar),
     open: RwLock<OpenBlock>,
     txs: RwLock<HashMap<B256, Arc<ExecutedTx>>>,
+    /// Executed transactions of blocks not sealed yet (the open block, and one whose root is
+    /// still being committed), by block number.
+    unsealed: RwLock<std::collections::BTreeMap<u64, Vec<Arc<ExecutedTx>>>>,
     mini_blocks: RwLock<u64>,
     /// Each sealed mini-block, after it is durable.
     pub mini_block_events: broadcast::Sender<Arc<MiniBlock>>,
@@ -133,6 +136,7 @@ impl Chain {
             sealed_signal: (Mutex::new(()), Condvar::new()),
             open: RwLock::new(OpenBlock::default()),
             txs: RwLock::new(HashMap::new()),
+            unsealed: RwLock::new(Default::default()),
             mini_blocks: RwLock::new(0),
             mini_block_events: broadcast::channel(4096).0,
             block_events: broadcast::channel(1024).0,
@@ -177,6 +181,7 @@ impl Chain {
             debug_assert_eq!(blocks.len() as u64, block.header.number);
             blocks.push(block.clone());
         }
+        self.unsealed.write().remove(&block.header.number);
         {
             let _guard = self.sealed_signal.0.lock();
             self.sealed_signal.1.notify_all();
@@ -221,6 +226,11 @@ impl Chain {
                 txs.insert(tx.tx.hash, tx.clone());
             }
         }
+        self.unsealed
+            .write()
+            .entry(mini.block_number)
+            .or_default()
+            .extend(mini.txs.iter().cloned());
         *self.mini_blocks.write() = mini.number;
         {
             let mut open = self.open.write();
@@ -228,6 +238,14 @@ impl Chain {
             open.mini_blocks += 1;
         }
         let _ = self.mini_block_events.send(mini);
+    }
+
+    /// Executed transactions of unsealed blocks numbered `from..=to`, in order.
+    pub fn unsealed_txs(&self, from: u64, to: u64) -> Vec<Arc<ExecutedTx>> {
+        if from > to {
+            return Vec::new();
+        }
+        self.unsealed.read().range(from..=to).flat_map(|(_, txs)| txs.iter().cloned()).collect()
     }
 
     /// An executed transaction by hash.

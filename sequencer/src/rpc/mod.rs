@@ -221,25 +221,39 @@ fn fee_history(
 }
 
 fn get_logs(node: &Node, filter: &Filter) -> RpcResult<Vec<Log>> {
-    let blocks = match &filter.block_option {
+    let matches =
+        |log: &Log| filter.matches_address(log.address()) && filter.matches_topics(log.topics());
+    let (blocks, unsealed) = match &filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
-            vec![node.chain.block_by_hash(hash).ok_or(RpcError::BlockNotFound)?]
+            (vec![node.chain.block_by_hash(hash).ok_or(RpcError::BlockNotFound)?], Vec::new())
         }
         FilterBlockOption::Range { from_block, to_block } => {
             let head = node.chain.head_number();
-            let resolve = |tag: Option<BlockNumberOrTag>| match tag {
+            // `latest` and `pending` reach the newest mini-block, as state reads do.
+            let newest = node.chain.open_block().number;
+            let resolve = |tag: Option<BlockNumberOrTag>, default: u64| match tag {
                 Some(BlockNumberOrTag::Number(n)) => n,
                 Some(BlockNumberOrTag::Earliest) => 0,
-                _ => head,
+                Some(BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized) => head,
+                Some(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending) | None => default,
             };
-            let (from, to) = (resolve(*from_block), resolve(*to_block));
+            let (from, to) = (resolve(*from_block, head), resolve(*to_block, newest));
             if from > to {
                 return Err(RpcError::InvalidParams("invalid block range params".into()).into());
             }
             if to - from >= node.config.rpc.max_logs_range {
                 return Err(RpcError::LogRange(node.config.rpc.max_logs_range).into());
             }
-            node.chain.blocks_in(from, to)
+            // Unsealed first: a block sealed in between then shows up in both and is dropped
+            // from the unsealed side, rather than in neither.
+            let unsealed = node.chain.unsealed_txs(from, to);
+            let sealed = node.chain.blocks_in(from, to);
+            let sealed_to = sealed.last().map(|b| b.header.number);
+            let unsealed = unsealed
+                .into_iter()
+                .filter(|t| sealed_to.is_none_or(|n| t.block_number > n))
+                .collect();
+            (sealed, unsealed)
         }
     };
     let mut logs = Vec::new();
@@ -248,10 +262,11 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult<Vec<Log>> {
             continue;
         }
         for tx in &block.txs {
-            logs.extend(rpc_logs(&node.chain, tx).into_iter().filter(|log| {
-                filter.matches_address(log.address()) && filter.matches_topics(log.topics())
-            }));
+            logs.extend(rpc_logs(&node.chain, tx).into_iter().filter(matches));
         }
+    }
+    for tx in &unsealed {
+        logs.extend(rpc_logs(&node.chain, tx).into_iter().filter(matches));
     }
     Ok(logs)
 }

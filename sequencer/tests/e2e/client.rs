@@ -86,6 +86,12 @@ async fn wallet_transfers_deploys_calls_and_reads_logs() {
     let out = p.call(call(balanceOfCall { account: to }.abi_encode())).await.unwrap();
     assert_eq!(U256::abi_decode(&out).unwrap(), amount);
 
+    // Logs are readable as soon as the receipt is, sealed block or not.
+    let latest =
+        Filter::new().address(token).event_signature(Transfer::SIGNATURE_HASH).from_block(0);
+    let early = p.get_logs(&latest).await.unwrap();
+    assert_eq!(early.last().and_then(|l| l.transaction_hash), Some(receipt.transaction_hash));
+
     let block = receipt.block_number.unwrap();
     wait_for_block(&p, block).await;
     let filter = Filter::new()
