@@ -70,6 +70,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Latency of one client sending transfers one at a time, each awaited: over
+    /// `realtime_sendRawTransaction` and over send + receipt polling.
+    Latency {
+        /// Transfers per method.
+        #[arg(long, default_value_t = 2000)]
+        txs: usize,
+        /// Receipt polling interval of the send + poll client.
+        #[arg(long, default_value = "1ms", value_parser = sequencer::config::duration_str::parse)]
+        poll: Duration,
+        /// EVM block interval.
+        #[arg(long, default_value = "1s", value_parser = sequencer::config::duration_str::parse)]
+        block_time: Duration,
+        /// Print one JSON object per method.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run Ethereum GeneralStateTests (files or directories) through the execution path and
     /// check each post-state root and logs hash.
     Statetest {
@@ -89,6 +105,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Statetest { paths, json, show } => statetest(&paths, json, show),
+        Command::Latency { txs, poll, block_time, json } => {
+            match latency(txs, poll, block_time, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             workload,
             accounts,
@@ -127,6 +152,49 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn latency(
+    txs: usize,
+    poll: Duration,
+    block_time: Duration,
+    json: bool,
+) -> Result<(), target::RunError> {
+    use bench::latency::{Method, measure};
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    // One sender per transfer keeps every transaction independent of the one before.
+    let prepared = workload::prepare(Kind::Eth, 11, txs, txs);
+    let settings = RunSettings {
+        block_time,
+        mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
+        batch: 1,
+        connections: 1,
+    };
+    if !json {
+        println!(
+            "machine: {} ({} CPUs), Linux {}, rev {}",
+            machine.cpu, machine.cpus, machine.kernel, machine.revision
+        );
+        println!("command: {command}");
+        println!("| method | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | transfers |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+    }
+    for method in [Method::Realtime, Method::SendAndPoll] {
+        let p = measure(&prepared, &settings, method, poll)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"workload": "latency", "result": p, "machine": machine, "command": command})
+            );
+        } else {
+            println!(
+                "| {:?} | {} | {} | {} | {} | {} | {} |",
+                p.method, p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us, p.count
+            );
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

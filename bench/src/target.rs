@@ -68,7 +68,7 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn start_node(
+pub(crate) fn start_node(
     p: &Prepared,
     settings: &RunSettings,
 ) -> Result<(Arc<Node>, tempfile::TempDir), RunError> {

@@ -75,3 +75,16 @@ fn an_erc20_run_moves_exactly_the_tokens_it_should() {
     assert_ne!(expected, vec![U256::from(workload::TOKEN_BALANCE); n], "the run moves tokens");
     node.shutdown();
 }
+
+#[test]
+fn latency_measures_every_transfer_with_both_methods() {
+    use bench::latency::{Method, measure};
+    let prepared = workload::prepare(Kind::Eth, 4, 20, 20);
+    for method in [Method::Realtime, Method::SendAndPoll] {
+        let p = measure(&prepared, &settings(), method, Duration::from_millis(1)).unwrap();
+        assert_eq!(p.count, 20);
+        // Every transfer crosses HTTP at least once: no sample can be a microsecond.
+        assert!(p.p50_us >= 20, "{p:?}");
+        assert!(p.p50_us <= p.p90_us && p.p90_us <= p.p99_us && p.p99_us <= p.max_us, "{p:?}");
+    }
+}

@@ -100,6 +100,7 @@ pub struct OpenBlock {
 /// The chain's shared read view.
 pub struct Chain {
     blocks: RwLock<Vec<Arc<SealedBlock>>>,
+    by_hash: RwLock<HashMap<B256, u64>>,
     sealed_signal: (Mutex<()>, Condvar),
     open: RwLock<OpenBlock>,
     txs: RwLock<HashMap<B256, Arc<ExecutedTx>>>,
@@ -133,6 +134,7 @@ impl Chain {
     pub fn new() -> Self {
         Self {
             blocks: RwLock::new(Vec::new()),
+            by_hash: RwLock::new(HashMap::new()),
             sealed_signal: (Mutex::new(()), Condvar::new()),
             open: RwLock::new(OpenBlock::default()),
             txs: RwLock::new(HashMap::new()),
@@ -158,10 +160,10 @@ impl Chain {
         self.blocks.read().get(usize::try_from(number).ok()?).cloned()
     }
 
-    /// A sealed block by hash (linear in recent history; hashes are rarely looked up by clients
-    /// other than for the newest blocks).
+    /// A sealed block by hash.
     pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<SealedBlock>> {
-        self.blocks.read().iter().rev().find(|b| b.hash == *hash).cloned()
+        let number = *self.by_hash.read().get(hash)?;
+        self.block(number)
     }
 
     /// Sealed blocks `from..=to` (clamped to the head).
@@ -181,6 +183,7 @@ impl Chain {
             debug_assert_eq!(blocks.len() as u64, block.header.number);
             blocks.push(block.clone());
         }
+        self.by_hash.write().insert(block.hash, block.header.number);
         self.unsealed.write().remove(&block.header.number);
         {
             let _guard = self.sealed_signal.0.lock();

@@ -498,6 +498,14 @@ impl Builder {
             // Mini-blocks of a block that was open at the crash: close it now.
             self.seal_block(true);
         }
+        // The block after a restart is stamped now, not when the last one before it sealed.
+        self.env.timestamp = self.env.timestamp.max(now_ms() / 1000);
+        self.node.chain.set_open_block(OpenBlock {
+            number: self.env.number,
+            timestamp: self.env.timestamp,
+            base_fee: self.env.base_fee,
+            ..Default::default()
+        });
         self.open_next_block_timer();
         Ok(records.len())
     }
