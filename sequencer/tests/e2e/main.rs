@@ -7,3 +7,4 @@ mod client;
 mod common;
 mod crash;
 mod rejections;
+mod spec;
