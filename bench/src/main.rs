@@ -57,8 +57,9 @@ enum Command {
         /// Our targets to measure.
         #[arg(long, value_delimiter = ',', default_values_t = [Target::Inprocess, Target::Rpc], value_enum)]
         targets: Vec<Target>,
-        /// EVM block interval of our pipeline.
-        #[arg(long, default_value = "250ms", value_parser = sequencer::config::duration_str::parse)]
+        /// EVM block interval of our pipeline (the sequencer's default). The run ends when the
+        /// block holding the last transaction is sealed, so a run waits up to one interval more.
+        #[arg(long, default_value = "1s", value_parser = sequencer::config::duration_str::parse)]
         block_time: Duration,
         /// Transactions per submission (in-process) or JSON-RPC batch.
         #[arg(long, default_value_t = 1000)]
