@@ -24,7 +24,7 @@ use crate::{
     exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
     pool::Pool,
     root::{BlockToSeal, Committer, RootError},
-    tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch},
+    tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch, decode_recovered},
     wal::{Record, Wal, WalError},
 };
 
@@ -472,8 +472,9 @@ impl Builder {
                 Record::MiniBlock { env, index, sealed_at_ms, txs } => {
                     self.env = *env;
                     self.mini_index = *index;
-                    let decoded: Vec<_> = decode_batch(txs.clone(), &self.node.static_rules)
-                        .into_iter()
+                    let decoded: Vec<_> = txs
+                        .iter()
+                        .map(|(sender, raw)| decode_recovered(raw.clone(), *sender).map(Arc::new))
                         .collect::<Result<_, _>>()
                         .map_err(|e| NodeError::Replay {
                             block: env.number,
@@ -545,7 +546,7 @@ impl Builder {
                 env: self.env,
                 index: self.mini_index,
                 sealed_at_ms,
-                txs: executed.iter().map(|o| o.tx.raw.clone()).collect(),
+                txs: executed.iter().map(|o| (o.tx.sender, o.tx.raw.clone())).collect(),
             };
             let started = Instant::now();
             if let Err(err) = self.wal.append(&[record]) {

@@ -270,13 +270,27 @@ pub fn decode_and_check(raw: Bytes, rules: &StaticRules) -> Result<PooledTx, TxE
         }
         _ => {}
     }
-    let mut buf = raw.as_ref();
+    let envelope = decode_envelope(&raw)?;
+    check_static(&envelope, rules)?;
+    let sender = recover_sender(&envelope)?;
+    let hash = keccak256(&raw);
+    Ok(PooledTx { envelope, sender, hash, raw })
+}
+
+/// The envelope of exactly one EIP-2718 transaction.
+fn decode_envelope(raw: &[u8]) -> Result<TxEnvelope, TxError> {
+    let mut buf = raw;
     let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Decode(e.to_string()))?;
     if !buf.is_empty() {
         return Err(TxError::Decode(format!("{} trailing bytes after the transaction", buf.len())));
     }
-    check_static(&envelope, rules)?;
-    let sender = recover_sender(&envelope)?;
+    Ok(envelope)
+}
+
+/// Decodes a transaction whose sender is already known (from our own WAL, where it was
+/// recovered and checked when the transaction was admitted).
+pub fn decode_recovered(raw: Bytes, sender: Address) -> Result<PooledTx, TxError> {
+    let envelope = decode_envelope(&raw)?;
     let hash = keccak256(&raw);
     Ok(PooledTx { envelope, sender, hash, raw })
 }

@@ -48,8 +48,9 @@ pub enum Record {
         index: u32,
         /// Wall time it sealed, ms since the epoch.
         sealed_at_ms: u64,
-        /// Its transactions, EIP-2718 encoded, in execution order.
-        txs: Vec<Bytes>,
+        /// Its transactions in execution order: the recovered sender (so that replay does
+        /// not recover signatures again) and the EIP-2718 encoding.
+        txs: Vec<(Address, Bytes)>,
     },
     /// An EVM block is complete (it may hold no mini-block at all).
     Seal {
@@ -77,7 +78,8 @@ impl Record {
                 out.extend_from_slice(&index.to_le_bytes());
                 out.extend_from_slice(&sealed_at_ms.to_le_bytes());
                 out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
-                for tx in txs {
+                for (sender, tx) in txs {
+                    out.extend_from_slice(sender.as_slice());
                     out.extend_from_slice(&(tx.len() as u32).to_le_bytes());
                     out.extend_from_slice(tx);
                 }
@@ -121,10 +123,11 @@ impl Record {
                 let index = u32_(&mut buf)?;
                 let sealed_at_ms = u64_(&mut buf)?;
                 let count = u32_(&mut buf)? as usize;
-                let mut txs = Vec::with_capacity(count.min(buf.len() / 4));
+                let mut txs = Vec::with_capacity(count.min(buf.len() / 24));
                 for _ in 0..count {
+                    let sender = Address::from_slice(take(&mut buf, 20)?);
                     let len = u32_(&mut buf)? as usize;
-                    txs.push(Bytes::copy_from_slice(take(&mut buf, len)?));
+                    txs.push((sender, Bytes::copy_from_slice(take(&mut buf, len)?)));
                 }
                 Record::MiniBlock { env, index, sealed_at_ms, txs }
             }
@@ -257,7 +260,10 @@ mod tests {
             env: env(n),
             index: n as u32,
             sealed_at_ms: 99,
-            txs: vec![Bytes::from(vec![1, 2, 3]), Bytes::from(vec![4; 300])],
+            txs: vec![
+                (Address::repeat_byte(1), Bytes::from(vec![1, 2, 3])),
+                (Address::repeat_byte(2), Bytes::from(vec![4; 300])),
+            ],
         }
     }
 
