@@ -7,7 +7,7 @@ use alloy_primitives::{B256, keccak256};
 use hdrhistogram::Histogram;
 
 use crate::{
-    target::{RunError, RunSettings, start_node},
+    target::{RunError, RunSettings, ServedNode},
     workload::Prepared,
 };
 
@@ -70,18 +70,11 @@ pub fn measure(
     method: Method,
     poll: Duration,
 ) -> Result<Percentiles, RunError> {
-    let (node, _dir) = start_node(p, settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Io(e.to_string()))?;
-    let (addr, handle) = runtime
-        .block_on(sequencer::rpc::serve(node.clone(), "127.0.0.1:0".parse().expect("addr")))
-        .map_err(|e| RunError::Io(e.to_string()))?;
-    let url = format!("http://{addr}");
+    let served = ServedNode::start(p, settings)?;
+    let url = served.url.clone();
     // 1 µs to 60 s at 3 significant digits; `saturating_record` does not grow a histogram.
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let result = runtime.block_on(async {
+    let result = served.runtime.block_on(async {
         let client = reqwest::Client::new();
         for raw in p.txs.iter() {
             let started = Instant::now();
@@ -120,8 +113,7 @@ pub fn measure(
         }
         Ok(())
     });
-    let _ = handle.stop();
-    node.shutdown();
+    served.stop();
     result?;
     Ok(Percentiles {
         method,

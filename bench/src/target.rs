@@ -68,7 +68,7 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-pub(crate) fn start_node(
+fn start_node(
     p: &Prepared,
     settings: &RunSettings,
 ) -> Result<(Arc<Node>, tempfile::TempDir), RunError> {
@@ -83,6 +83,34 @@ pub(crate) fn start_node(
     config.pool.max_nonce_gap = (p.txs.len() / p.addresses.len().max(1)) as u64 + 1;
     let node = Node::start_with_alloc(config, false, Some((*p.alloc).clone()))?;
     Ok((node, dir))
+}
+
+/// A benchmark node with its JSON-RPC server on a free loopback port.
+pub(crate) struct ServedNode {
+    pub(crate) node: Arc<Node>,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) url: String,
+    handle: jsonrpsee::server::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl ServedNode {
+    pub(crate) fn start(p: &Prepared, settings: &RunSettings) -> Result<Self, RunError> {
+        let (node, dir) = start_node(p, settings)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| RunError::Io(e.to_string()))?;
+        let (addr, handle) = runtime
+            .block_on(sequencer::rpc::serve(node.clone(), "127.0.0.1:0".parse().expect("addr")))
+            .map_err(|e| RunError::Io(e.to_string()))?;
+        Ok(Self { node, runtime, url: format!("http://{addr}"), handle, _dir: dir })
+    }
+
+    pub(crate) fn stop(self) {
+        let _ = self.handle.stop();
+        self.node.shutdown();
+    }
 }
 
 /// Waits until every transaction has a receipt and the block holding the last is sealed.
@@ -135,16 +163,9 @@ pub fn inprocess(p: &Prepared, settings: &RunSettings) -> Result<RunResult, RunE
 /// Submits over JSON-RPC (HTTP batches of `eth_sendRawTransaction` on several connections)
 /// to the sequencer's own server, and waits.
 pub fn rpc(p: &Prepared, settings: &RunSettings) -> Result<RunResult, RunError> {
-    let (node, _dir) = start_node(p, settings)?;
+    let served = ServedNode::start(p, settings)?;
     let hashes = hashes(p);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Io(e.to_string()))?;
-    let (addr, handle) = runtime
-        .block_on(sequencer::rpc::serve(node.clone(), "127.0.0.1:0".parse().expect("addr")))
-        .map_err(|e| RunError::Io(e.to_string()))?;
-    let url = format!("http://{addr}");
+    let url = served.url.clone();
     let bodies: Vec<String> = p
         .txs
         .chunks(settings.batch)
@@ -161,7 +182,7 @@ pub fn rpc(p: &Prepared, settings: &RunSettings) -> Result<RunResult, RunError> 
         .collect();
     let cpu = cpu_time();
     let started = Instant::now();
-    let submitted: Result<(), RunError> = runtime.block_on(async {
+    let submitted: Result<(), RunError> = served.runtime.block_on(async {
         let client = reqwest::Client::new();
         let bodies = Arc::new(bodies);
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -194,9 +215,8 @@ pub fn rpc(p: &Prepared, settings: &RunSettings) -> Result<RunResult, RunError> 
         Ok(())
     });
     submitted?;
-    wait_done(&node, &hashes)?;
+    wait_done(&served.node, &hashes)?;
     let result = RunResult { elapsed: started.elapsed(), cpu: cpu_time() - cpu };
-    let _ = handle.stop();
-    node.shutdown();
+    served.stop();
     Ok(result)
 }

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, B256, Bytes, Signature, TxKind, U256, keccak256};
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, Bytes, TxKind, U256, keccak256};
 use alloy_sol_types::{SolCall, SolValue, sol};
 use memstate::{GenesisAccount, GenesisAlloc, MemState, NoBlockHashes, Overlay};
 use rayon::prelude::*;
 use revm::{ExecuteCommitEvm, context::TxEnv, primitives::hardfork::SpecId};
-use secp256k1::{Message, PublicKey, SECP256K1, SecretKey};
+use secp256k1::{PublicKey, SECP256K1, SecretKey};
 
 sol! {
     function transfer(address to, uint256 amount) external returns (bool);
@@ -181,22 +180,9 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
                 access_list: Default::default(),
                 input,
             };
-            sign(&accounts.keys[from], tx)
+            sequencer::dev::sign(&accounts.keys[from], tx)
         })
         .collect()
-}
-
-fn sign(key: &SecretKey, tx: TxEip1559) -> Bytes {
-    let hash: B256 = tx.signature_hash();
-    let (id, bytes) =
-        SECP256K1.sign_ecdsa_recoverable(Message::from_digest(hash.0), key).serialize_compact();
-    let sig = Signature::new(
-        U256::from_be_slice(&bytes[..32]),
-        U256::from_be_slice(&bytes[32..]),
-        i32::from(id) == 1,
-    );
-    let envelope: TxEnvelope = tx.into_signed(sig).into();
-    envelope.encoded_2718().into()
 }
 
 /// Shared, immutable inputs of one benchmark.

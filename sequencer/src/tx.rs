@@ -371,29 +371,17 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
 pub(crate) mod tests {
     use alloy_consensus::transaction::SignerRecoverable;
     use alloy_consensus::{SignableTransaction, TxEip2930, TxEip7702, TxLegacy};
-    use alloy_eips::{eip2718::Encodable2718, eip7702::Authorization};
+    use alloy_eips::eip7702::Authorization;
     use alloy_primitives::{Signature, TxKind};
 
     use super::*;
 
-    /// Signs `tx` with a dev key and encodes it.
+    /// Signs `tx` with dev key `key` and encodes it.
     pub(crate) fn signed<T: SignableTransaction<Signature>>(key: usize, tx: T) -> Bytes
     where
         TxEnvelope: From<alloy_consensus::Signed<T>>,
     {
-        let secret =
-            secp256k1::SecretKey::from_byte_array(crate::dev::DEV_ACCOUNTS[key].1.0).unwrap();
-        let hash = tx.signature_hash();
-        let (id, bytes) = SECP256K1
-            .sign_ecdsa_recoverable(Message::from_digest(hash.0), &secret)
-            .serialize_compact();
-        let sig = Signature::new(
-            U256::from_be_slice(&bytes[..32]),
-            U256::from_be_slice(&bytes[32..]),
-            i32::from(id) == 1,
-        );
-        let envelope: TxEnvelope = tx.into_signed(sig).into();
-        envelope.encoded_2718().into()
+        crate::dev::sign(&crate::dev::dev_key(key), tx)
     }
 
     pub(crate) fn rules() -> StaticRules {

@@ -96,38 +96,57 @@ async fn pump<T: Clone>(
     }
 }
 
+/// What was subscribed to, with its parameters.
+enum Topic {
+    NewHeads,
+    Logs(Box<Filter>),
+    MiniBlocks,
+    StateChanges(StateChangesFilter),
+}
+
+fn parse_topic(params: &Params<'static>) -> Result<Topic, ErrorObjectOwned> {
+    let mut seq = params.sequence();
+    let kind: String = seq.next()?;
+    Ok(match kind.as_str() {
+        "newHeads" => Topic::NewHeads,
+        "logs" => Topic::Logs(Box::new(seq.optional_next::<Filter>()?.unwrap_or_default())),
+        "miniBlocks" => Topic::MiniBlocks,
+        "stateChanges" => Topic::StateChanges(seq.optional_next()?.unwrap_or_default()),
+        other => {
+            return Err(ErrorObjectOwned::owned(
+                INVALID_PARAMS,
+                format!(
+                    "unsupported subscription {other:?} (newHeads, logs, miniBlocks, stateChanges)"
+                ),
+                None::<()>,
+            ));
+        }
+    })
+}
+
 /// Handles one `eth_subscribe`.
 pub(super) async fn subscribe(
     params: Params<'static>,
     pending: PendingSubscriptionSink,
     node: Arc<Node>,
 ) -> SubscriptionResult {
-    let mut seq = params.sequence();
-    let kind: String = match seq.next() {
-        Ok(kind) => kind,
+    let topic = match parse_topic(&params) {
+        Ok(topic) => topic,
         Err(err) => {
             pending.reject(err).await;
             return Ok(());
         }
     };
-    let reject = |msg: String| ErrorObjectOwned::owned(INVALID_PARAMS, msg, None::<()>);
-    match kind.as_str() {
-        "newHeads" => {
-            let rx = node.chain.block_events.subscribe();
+    let chain = node.chain.clone();
+    match topic {
+        Topic::NewHeads => {
+            let rx = chain.block_events.subscribe();
             let sink = pending.accept().await?;
             pump(sink, rx, |block| vec![new_head_json(&block)]).await
         }
-        "logs" => {
-            let filter: Filter = match seq.optional_next() {
-                Ok(filter) => filter.unwrap_or_default(),
-                Err(err) => {
-                    pending.reject(err).await;
-                    return Ok(());
-                }
-            };
-            let rx = node.chain.mini_block_events.subscribe();
+        Topic::Logs(filter) => {
+            let rx = chain.mini_block_events.subscribe();
             let sink = pending.accept().await?;
-            let chain = node.chain.clone();
             pump(sink, rx, move |mini: Arc<MiniBlock>| {
                 mini.txs
                     .iter()
@@ -140,10 +159,9 @@ pub(super) async fn subscribe(
             })
             .await
         }
-        "miniBlocks" => {
-            let rx = node.chain.mini_block_events.subscribe();
+        Topic::MiniBlocks => {
+            let rx = chain.mini_block_events.subscribe();
             let sink = pending.accept().await?;
-            let chain = node.chain.clone();
             pump(sink, rx, move |mini: Arc<MiniBlock>| {
                 let json = MiniBlockJson {
                     number: mini.number,
@@ -159,55 +177,34 @@ pub(super) async fn subscribe(
             })
             .await
         }
-        "stateChanges" => {
-            let filter: StateChangesFilter = match seq.optional_next() {
-                Ok(filter) => filter.unwrap_or_default(),
-                Err(err) => {
-                    pending.reject(err).await;
-                    return Ok(());
-                }
-            };
-            let rx = node.chain.mini_block_events.subscribe();
+        Topic::StateChanges(filter) => {
+            let rx = chain.mini_block_events.subscribe();
             let sink = pending.accept().await?;
-            pump(sink, rx, move |mini: Arc<MiniBlock>| {
-                let accounts: Vec<_> = mini
-                    .diff
-                    .accounts
-                    .iter()
-                    .filter(|(a, _)| filter.addresses.as_ref().is_none_or(|set| set.contains(a)))
-                    .map(|(address, change)| AccountChangeJson {
-                        address: *address,
-                        deleted: change.info.is_none(),
-                        nonce: change.info.map(|i| i.nonce),
-                        balance: change.info.map(|i| i.balance),
-                        code_hash: change.info.map(|i| i.code_hash),
-                        storage_cleared: change.storage_cleared,
-                        storage: change
-                            .storage
-                            .iter()
-                            .map(|(k, v)| (B256::from(*k), B256::from(*v)))
-                            .collect(),
-                    })
-                    .collect();
-                if accounts.is_empty() {
-                    return Vec::new();
-                }
-                let json = StateChangesJson {
-                    mini_block: mini.number,
-                    block_number: mini.block_number,
-                    accounts,
-                };
-                serde_json::to_value(json).into_iter().collect()
-            })
-            .await
-        }
-        other => {
-            pending
-                .reject(reject(format!(
-                    "unsupported subscription {other:?} (newHeads, logs, miniBlocks, stateChanges)"
-                )))
-                .await;
-            Ok(())
+            pump(sink, rx, move |mini: Arc<MiniBlock>| state_changes(&mini, &filter)).await
         }
     }
+}
+
+fn state_changes(mini: &MiniBlock, filter: &StateChangesFilter) -> Vec<serde_json::Value> {
+    let accounts: Vec<_> = mini
+        .diff
+        .accounts
+        .iter()
+        .filter(|(a, _)| filter.addresses.as_ref().is_none_or(|set| set.contains(a)))
+        .map(|(address, change)| AccountChangeJson {
+            address: *address,
+            deleted: change.info.is_none(),
+            nonce: change.info.map(|i| i.nonce),
+            balance: change.info.map(|i| i.balance),
+            code_hash: change.info.map(|i| i.code_hash),
+            storage_cleared: change.storage_cleared,
+            storage: change.storage.iter().map(|(k, v)| (B256::from(*k), B256::from(*v))).collect(),
+        })
+        .collect();
+    if accounts.is_empty() {
+        return Vec::new();
+    }
+    let json =
+        StateChangesJson { mini_block: mini.number, block_number: mini.block_number, accounts };
+    serde_json::to_value(json).into_iter().collect()
 }
