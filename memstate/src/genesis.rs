@@ -57,8 +57,13 @@ pub fn parse_alloc(json: &str) -> Result<GenesisAlloc, GenesisError> {
 impl MemState {
     /// A state holding exactly the accounts of `alloc`.
     pub fn from_genesis(alloc: &GenesisAlloc) -> Self {
+        Self::from_diff(&genesis_diff(alloc))
+    }
+
+    /// A state holding exactly what `diff` creates from an empty state.
+    pub fn from_diff(diff: &StateDiff) -> Self {
         let state = MemState::new();
-        let _new_state_wipes_nothing = state.apply(&genesis_diff(alloc));
+        let _new_state_wipes_nothing = state.apply(diff);
         state
     }
 }

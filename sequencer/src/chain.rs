@@ -192,6 +192,22 @@ impl Chain {
         let _ = self.block_events.send(block);
     }
 
+    /// Puts back a block read from the block store at start-up: its transactions are indexed
+    /// as if their mini-blocks had just been sealed.
+    pub fn restore_block(&self, block: Arc<SealedBlock>) {
+        {
+            let mut txs = self.txs.write();
+            for tx in &block.txs {
+                txs.insert(tx.tx.hash, tx.clone());
+            }
+        }
+        if let Some(last) = block.txs.last() {
+            let mut count = self.mini_blocks.write();
+            *count = (*count).max(last.mini_block);
+        }
+        self.push_block(block);
+    }
+
     /// Waits until block `number` is sealed and returns its hash.
     pub fn wait_block_hash(&self, number: u64) -> Result<B256, StateError> {
         let deadline = Instant::now() + BLOCK_HASH_WAIT;

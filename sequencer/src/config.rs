@@ -232,11 +232,20 @@ pub struct StorageConfig {
     /// fsync the WAL before receipts are released. Turning it off loses acknowledged
     /// transactions on power loss; only for throwaway chains. Default true.
     pub fsync: bool,
+    /// Write a checkpoint (the whole state) every this many EVM blocks, so that a restart
+    /// replays only the WAL after it; 0 turns checkpoints off. Default 600 (10 min at 1 s).
+    pub checkpoint_interval: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { datadir: None, nomt_buckets: 16_384, nomt_commit_concurrency: 1, fsync: true }
+        Self {
+            datadir: None,
+            nomt_buckets: 16_384,
+            nomt_commit_concurrency: 1,
+            fsync: true,
+            checkpoint_interval: 600,
+        }
     }
 }
 

@@ -11,10 +11,12 @@ pub mod chain;
 pub mod config;
 pub mod dev;
 pub mod exec;
+mod frame;
 pub mod node;
 pub mod pool;
 pub mod root;
 pub mod rpc;
+pub mod store;
 pub mod tx;
 pub mod wal;
 

@@ -43,6 +43,9 @@ struct Cli {
     /// Longest mini-block interval, e.g. "10ms". Overrides blocks.mini_block_interval.
     #[arg(long, value_name = "DURATION", value_parser = duration_str::parse)]
     mini_block_time: Option<std::time::Duration>,
+    /// Checkpoint every N EVM blocks (0: never). Overrides storage.checkpoint_interval.
+    #[arg(long, value_name = "N")]
+    checkpoint_interval: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -75,6 +78,9 @@ fn main() -> ExitCode {
     }
     if let Some(addr) = cli.metrics_addr {
         config.metrics.addr = addr;
+    }
+    if let Some(n) = cli.checkpoint_interval {
+        config.storage.checkpoint_interval = n;
     }
     if cli.no_metrics {
         config.metrics.enabled = false;

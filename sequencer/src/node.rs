@@ -23,7 +23,8 @@ use crate::{
     config::Config,
     exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
     pool::Pool,
-    root::{BlockToSeal, Committer, RootError},
+    root::{BlockToSeal, Committer, NomtOptions, RootError},
+    store::{BlockStore, Checkpoint, StoreError},
     tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch, decode_recovered},
     wal::{Record, Wal, WalError},
 };
@@ -56,6 +57,9 @@ pub enum NodeError {
     /// NOMT could not be opened.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// The block store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// A WAL transaction did not replay as it executed.
     #[error("WAL replay of block {block}: {reason}")]
     Replay {
@@ -167,19 +171,57 @@ impl Node {
         };
 
         let (mut wal, records) = Wal::open(&datadir.join("wal.log"), config.storage.fsync)?;
-        // NOMT is derived data: rebuilt from the WAL at every start.
+        let (store, stored) = BlockStore::open(&datadir.join("blocks.log"))?;
+        let checkpoint_path = datadir.join("checkpoint.bin");
+        let checkpoint = match Checkpoint::read(&checkpoint_path) {
+            Ok(checkpoint) => checkpoint,
+            Err(err) => {
+                tracing::warn!(%err, "ignoring the checkpoint; replaying the WAL from genesis");
+                None
+            }
+        };
+        // A checkpoint is only usable with the history up to its block.
+        let checkpoint = checkpoint.filter(|c| (stored.len() as u64) > c.block);
+        // NOMT is derived data: rebuilt at every start, from the checkpoint or from genesis.
         let nomt_dir = datadir.join("nomt");
         if nomt_dir.exists() {
             std::fs::remove_dir_all(&nomt_dir).map_err(io_err)?;
         }
         let chain = Arc::new(Chain::new());
-        let committer = Committer::start(
-            &nomt_dir,
-            config.storage.nomt_buckets,
-            config.storage.nomt_commit_concurrency,
-            spec,
-            chain.clone(),
-        )?;
+        let state = match &checkpoint {
+            Some(c) => {
+                let mut stored = stored.into_iter();
+                for (_, block) in stored.by_ref().take(c.block as usize + 1) {
+                    chain.restore_block(Arc::new(block));
+                }
+                // Later blocks will be sealed again by the replay.
+                if let Some((offset, _)) = stored.next() {
+                    store.truncate(offset)?;
+                }
+                MemState::from_diff(&c.state)
+            }
+            None => {
+                store.truncate(0)?;
+                MemState::new()
+            }
+        };
+        let nomt = NomtOptions {
+            dir: &nomt_dir,
+            buckets: config.storage.nomt_buckets,
+            concurrency: config.storage.nomt_commit_concurrency,
+        };
+        let initial = checkpoint.as_ref().map(|c| &c.state);
+        let (committer, root) =
+            Committer::start(nomt, spec, chain.clone(), store, checkpoint_path, initial)?;
+        if let (Some(c), Some(root)) = (&checkpoint, root) {
+            let expected = chain.block(c.block).map(|b| b.header.state_root).unwrap_or_default();
+            if root != expected {
+                return Err(NodeError::Replay {
+                    block: c.block,
+                    reason: format!("checkpoint state root {root} != block state root {expected}"),
+                });
+            }
+        }
 
         let rules = ChainRules { spec, chain_id: config.chain.chain_id };
         let static_rules = StaticRules {
@@ -191,7 +233,7 @@ impl Node {
         let node = Arc::new(Node {
             rules,
             static_rules,
-            state: Arc::new(MemState::new()),
+            state: Arc::new(state),
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
             waiters: Mutex::new(HashMap::new()),
@@ -217,9 +259,28 @@ impl Node {
                 timestamp
             }
         };
-        let mut builder = Builder::new(node.clone(), wal, committer, genesis_ts, &alloc);
         let started = Instant::now();
-        let replayed = builder.replay(&records[1.min(records.len())..])?;
+        let (mut builder, to_replay) = match checkpoint {
+            Some(c) => {
+                let after = c.block;
+                let pending = records
+                    .iter()
+                    .skip(1)
+                    .filter(|r| match r {
+                        Record::MiniBlock { env, .. } | Record::Seal { env } => env.number > after,
+                        Record::Genesis { .. } => true,
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>();
+                tracing::info!(block = after, "resuming from checkpoint");
+                (Builder::resume(node.clone(), wal, committer, &c), pending)
+            }
+            None => (
+                Builder::new(node.clone(), wal, committer, genesis_ts, &alloc),
+                records.get(1..).unwrap_or_default().to_vec(),
+            ),
+        };
+        let replayed = builder.replay(&to_replay)?;
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
@@ -434,6 +495,7 @@ impl Builder {
             mini_block_count: 0,
             diff,
             wiped,
+            checkpoint: None,
         });
         let env = BlockEnvParams { number: 1, ..genesis_env };
         node.chain.set_open_block(OpenBlock {
@@ -456,6 +518,31 @@ impl Builder {
             mini_index: 0,
             mini_number: 0,
             last_mini_hash: B256::ZERO,
+        }
+    }
+
+    /// A builder that goes on after checkpoint `c` (its state is already in `node.state`).
+    fn resume(node: Arc<Node>, wal: Wal, committer: Committer, c: &Checkpoint) -> Self {
+        node.chain.set_open_block(OpenBlock {
+            number: c.next_env.number,
+            timestamp: c.next_env.timestamp,
+            base_fee: c.next_env.base_fee,
+            ..Default::default()
+        });
+        Self {
+            node,
+            wal,
+            committer: Some(committer),
+            env: c.next_env,
+            block_started: Instant::now(),
+            block_txs: Vec::new(),
+            block_diff: StateDiff::default(),
+            block_wiped: Vec::new(),
+            block_gas: 0,
+            block_logs: 0,
+            mini_index: 0,
+            mini_number: c.mini_number,
+            last_mini_hash: c.last_mini_hash,
         }
     }
 
@@ -623,17 +710,15 @@ impl Builder {
             tracing::error!(%err, "WAL append failed: stopping the sequencer");
             return false;
         }
-        let block = BlockToSeal {
+        let mut block = BlockToSeal {
             env: self.env,
             txs: std::mem::take(&mut self.block_txs),
             gas_used: self.block_gas,
             mini_block_count: self.mini_index,
             diff: std::mem::take(&mut self.block_diff),
             wiped: std::mem::take(&mut self.block_wiped),
+            checkpoint: None,
         };
-        if let Some(committer) = &self.committer {
-            committer.submit(block);
-        }
         let base_fee = calc_next_block_base_fee(
             self.block_gas,
             self.env.gas_limit,
@@ -648,6 +733,20 @@ impl Builder {
             base_fee,
             gas_limit: chain.block_gas_limit,
         };
+        let interval = self.node.config.storage.checkpoint_interval;
+        if durable && interval > 0 && block.env.number.is_multiple_of(interval) {
+            // The state now is exactly the state at the end of the block being sealed.
+            block.checkpoint = Some(Checkpoint::capture(
+                block.env.number,
+                self.env,
+                self.mini_number,
+                self.last_mini_hash,
+                &self.node.state,
+            ));
+        }
+        if let Some(committer) = &self.committer {
+            committer.submit(block);
+        }
         self.block_gas = 0;
         self.block_logs = 0;
         self.mini_index = 0;

@@ -7,7 +7,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread::JoinHandle,
     time::Instant,
@@ -27,6 +27,7 @@ use revm::primitives::hardfork::SpecId;
 use crate::{
     chain::{Chain, ExecutedTx, SealedBlock},
     exec::BlockEnvParams,
+    store::{BlockStore, Checkpoint},
 };
 
 /// NOMT could not be opened or written.
@@ -49,6 +50,9 @@ pub struct BlockToSeal {
     pub diff: StateDiff,
     /// Slots that existed before and were wiped by an account deletion or re-creation.
     pub wiped: Vec<(Address, U256)>,
+    /// The state at the end of this block, to be written as the checkpoint once the block is
+    /// in the block store.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// NOMT key path of an account.
@@ -158,26 +162,41 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Opens NOMT at `dir` (which must be empty: the WAL replay rebuilds it) and starts the
-    /// thread that seals blocks into `chain`.
+    /// Opens NOMT at `dir` (which must be empty: it is rebuilt at every start), commits
+    /// `initial` (the whole state of a checkpoint) if given and returns its root, and starts
+    /// the thread that seals blocks into `chain` (whose head is the parent of the next block),
+    /// appends them to `store`, and writes the checkpoints it is handed to `checkpoint_path`.
     pub fn start(
-        dir: &Path,
-        buckets: u32,
-        concurrency: usize,
+        nomt_options: NomtOptions<'_>,
         spec: SpecId,
         chain: Arc<Chain>,
-    ) -> Result<Self, RootError> {
+        store: BlockStore,
+        checkpoint_path: PathBuf,
+        initial: Option<&StateDiff>,
+    ) -> Result<(Self, Option<B256>), RootError> {
         let mut options = Options::new();
-        options.path(dir);
-        options.hashtable_buckets(buckets);
-        options.commit_concurrency(concurrency);
+        options.path(nomt_options.dir);
+        options.hashtable_buckets(nomt_options.buckets);
+        options.commit_concurrency(nomt_options.concurrency);
         let nomt = Nomt::<Blake3Hasher>::open(options).map_err(|e| RootError(e.to_string()))?;
+        let root = match initial {
+            Some(state) => {
+                let session = nomt.begin_session(SessionParams::default());
+                let finished =
+                    session.finish(nomt_ops(state, &[])).map_err(|e| RootError(e.to_string()))?;
+                let root = B256::from(finished.root().into_inner());
+                finished.commit(&nomt).map_err(|e| RootError(e.to_string()))?;
+                Some(root)
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
+        let sink = Sink { chain, store, checkpoint_path };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
-            .spawn(move || run(nomt, rx, spec, chain))
+            .spawn(move || run(nomt, rx, spec, sink))
             .map_err(|e| RootError(e.to_string()))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread) })
+        Ok((Self { tx: Some(tx), thread: Some(thread) }, root))
     }
 
     /// Queues a block for sealing.
@@ -198,8 +217,46 @@ impl Committer {
     }
 }
 
-fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, chain: Arc<Chain>) {
-    let mut parent_hash = chain.head().map(|b| b.hash).unwrap_or_default();
+/// Where NOMT lives and how it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct NomtOptions<'a> {
+    /// Database directory.
+    pub dir: &'a Path,
+    /// Hash-table buckets.
+    pub buckets: u32,
+    /// Commit threads.
+    pub concurrency: usize,
+}
+
+/// Where sealed blocks go.
+struct Sink {
+    chain: Arc<Chain>,
+    store: BlockStore,
+    checkpoint_path: PathBuf,
+}
+
+impl Sink {
+    fn seal(&mut self, block: SealedBlock, checkpoint: Option<Checkpoint>) {
+        if let Err(err) = self.store.append(&block) {
+            tracing::warn!(%err, "block store append failed; a restart will replay more of the WAL");
+        }
+        self.chain.push_block(Arc::new(block));
+        if let Some(checkpoint) = checkpoint {
+            let started = Instant::now();
+            // The checkpoint may only name a block the store durably holds.
+            match self.store.sync().and_then(|()| checkpoint.write(&self.checkpoint_path)) {
+                Ok(()) => {
+                    metrics::histogram!("sequencer_checkpoint_seconds").record(started.elapsed());
+                    tracing::info!(block = checkpoint.block, "checkpoint written");
+                }
+                Err(err) => tracing::warn!(%err, "checkpoint not written"),
+            }
+        }
+    }
+}
+
+fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, mut sink: Sink) {
+    let mut parent_hash = sink.chain.head().map(|b| b.hash).unwrap_or_default();
     for block in rx {
         let started = Instant::now();
         let ops = nomt_ops(&block.diff, &block.wiped);
@@ -223,13 +280,14 @@ fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, 
         parent_hash = hash;
         let size = block_size(&header, &block.txs);
         tracing::debug!(number = header.number, %hash, txs = block.txs.len(), keys, "sealed block");
-        chain.push_block(Arc::new(SealedBlock {
+        let sealed = SealedBlock {
             header,
             hash,
             txs: block.txs,
             mini_block_count: block.mini_block_count,
             size,
-        }));
+        };
+        sink.seal(sealed, block.checkpoint);
     }
 }
 

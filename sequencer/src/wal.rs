@@ -8,13 +8,16 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{BufReader, Read, Seek, SeekFrom, Write},
+    io::{Seek, SeekFrom, Write},
     path::Path,
 };
 
 use alloy_primitives::{Address, Bytes};
 
-use crate::exec::BlockEnvParams;
+use crate::{
+    exec::BlockEnvParams,
+    frame::{Reader, Stop, encode_frame, read_frames},
+};
 
 /// A WAL that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +65,6 @@ pub enum Record {
 const KIND_GENESIS: u8 = 0;
 const KIND_MINI: u8 = 1;
 const KIND_SEAL: u8 = 2;
-/// Largest record accepted at replay; a larger length is damage, not data.
-const MAX_RECORD: usize = 1 << 30;
 
 impl Record {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -91,57 +92,41 @@ impl Record {
         }
     }
 
-    fn decode(mut buf: &[u8]) -> Result<Self, String> {
-        fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-            if buf.len() < n {
-                return Err(format!("truncated: wanted {n} bytes, {} left", buf.len()));
-            }
-            let (head, tail) = buf.split_at(n);
-            *buf = tail;
-            Ok(head)
-        }
-        fn u64_(buf: &mut &[u8]) -> Result<u64, String> {
-            Ok(u64::from_le_bytes(take(buf, 8)?.try_into().expect("8 bytes")))
-        }
-        fn u32_(buf: &mut &[u8]) -> Result<u32, String> {
-            Ok(u32::from_le_bytes(take(buf, 4)?.try_into().expect("4 bytes")))
-        }
-        fn decode_env(buf: &mut &[u8]) -> Result<BlockEnvParams, String> {
-            Ok(BlockEnvParams {
-                number: u64_(buf)?,
-                timestamp: u64_(buf)?,
-                beneficiary: Address::from_slice(take(buf, 20)?),
-                base_fee: u64_(buf)?,
-                gas_limit: u64_(buf)?,
-            })
-        }
-        let kind = take(&mut buf, 1)?[0];
-        let record = match kind {
-            KIND_GENESIS => Record::Genesis { timestamp: u64_(&mut buf)? },
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let mut r = Reader(buf);
+        let record = match r.u8()? {
+            KIND_GENESIS => Record::Genesis { timestamp: r.u64()? },
             KIND_MINI => {
-                let env = decode_env(&mut buf)?;
-                let index = u32_(&mut buf)?;
-                let sealed_at_ms = u64_(&mut buf)?;
-                let count = u32_(&mut buf)? as usize;
+                let env = decode_env(&mut r)?;
+                let index = r.u32()?;
+                let sealed_at_ms = r.u64()?;
+                let count = r.u32()? as usize;
                 let mut txs = Vec::with_capacity(count.min(buf.len() / 24));
                 for _ in 0..count {
-                    let sender = Address::from_slice(take(&mut buf, 20)?);
-                    let len = u32_(&mut buf)? as usize;
-                    txs.push((sender, Bytes::copy_from_slice(take(&mut buf, len)?)));
+                    let sender = r.address()?;
+                    txs.push((sender, Bytes::copy_from_slice(r.bytes()?)));
                 }
                 Record::MiniBlock { env, index, sealed_at_ms, txs }
             }
-            KIND_SEAL => Record::Seal { env: decode_env(&mut buf)? },
+            KIND_SEAL => Record::Seal { env: decode_env(&mut r)? },
             other => return Err(format!("unknown record kind {other}")),
         };
-        if !buf.is_empty() {
-            return Err(format!("{} unexpected bytes after record", buf.len()));
-        }
+        r.finish()?;
         Ok(record)
     }
 }
 
-fn encode_env(env: &BlockEnvParams, out: &mut Vec<u8>) {
+pub(crate) fn decode_env(r: &mut Reader<'_>) -> Result<BlockEnvParams, String> {
+    Ok(BlockEnvParams {
+        number: r.u64()?,
+        timestamp: r.u64()?,
+        beneficiary: r.address()?,
+        base_fee: r.u64()?,
+        gas_limit: r.u64()?,
+    })
+}
+
+pub(crate) fn encode_env(env: &BlockEnvParams, out: &mut Vec<u8>) {
     out.extend_from_slice(&env.number.to_le_bytes());
     out.extend_from_slice(&env.timestamp.to_le_bytes());
     out.extend_from_slice(env.beneficiary.as_slice());
@@ -164,47 +149,20 @@ impl Wal {
     pub fn open(path: &Path, fsync: bool) -> Result<(Self, Vec<Record>), WalError> {
         let mut file =
             OpenOptions::new().read(true).append(true).create(true).truncate(false).open(path)?;
-        let total = file.metadata()?.len();
-        let mut reader = BufReader::new(&mut file);
-        let mut records = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            let mut head = [0u8; 8];
-            match read_full(&mut reader, &mut head)? {
-                0 => break,
-                8 => {}
-                _ => break, // torn header
-            }
-            let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
-            let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
-            let end = offset + 8 + len as u64;
-            if len > MAX_RECORD || len == 0 {
-                return Err(WalError::Corrupt { offset, reason: format!("length {len}") });
-            }
-            let mut payload = vec![0u8; len];
-            if read_full(&mut reader, &mut payload)? < len {
-                break; // torn body
-            }
-            if crc32fast::hash(&payload) != crc {
-                if end == total {
-                    break; // torn last record
-                }
-                return Err(WalError::Corrupt { offset, reason: "checksum mismatch".into() });
-            }
-            let record =
-                Record::decode(&payload).map_err(|reason| WalError::Corrupt { offset, reason })?;
-            records.push(record);
-            offset = end;
+        let frames = read_frames(&file)?;
+        if let Some(Stop::Corrupt { offset, reason }) = frames.stop {
+            return Err(WalError::Corrupt { offset, reason });
         }
-        drop(reader);
-        if offset < total {
-            tracing::warn!(
-                offset,
-                total,
-                "WAL: cutting off a torn tail of {} bytes",
-                total - offset
-            );
-            file.set_len(offset)?;
+        let mut records = Vec::with_capacity(frames.records.len());
+        for (offset, payload) in &frames.records {
+            let record = Record::decode(payload)
+                .map_err(|reason| WalError::Corrupt { offset: *offset, reason })?;
+            records.push(record);
+        }
+        if frames.stop == Some(Stop::Torn) {
+            let total = file.metadata()?.len();
+            tracing::warn!(total, end = frames.end, "WAL: cutting off a torn tail");
+            file.set_len(frames.end)?;
             file.sync_all()?;
         }
         file.seek(SeekFrom::End(0))?;
@@ -218,9 +176,7 @@ impl Wal {
         for record in records {
             payload.clear();
             record.encode(&mut payload);
-            self.buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            self.buf.extend_from_slice(&payload);
+            encode_frame(&payload, &mut self.buf);
         }
         self.file.write_all(&self.buf)?;
         if self.fsync {
@@ -228,17 +184,6 @@ impl Wal {
         }
         Ok(())
     }
-}
-
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ impl Sequencer {
     }
 
     pub(crate) fn start_in(datadir: Option<&Path>, extra: &[&str]) -> Self {
+        Self::start_logged(datadir, extra, None)
+    }
+
+    /// As [`Sequencer::start_in`], with stderr (the logs) written to `log` when given.
+    pub(crate) fn start_logged(datadir: Option<&Path>, extra: &[&str], log: Option<&Path>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequencer"));
         cmd.args(["--dev", "--rpc-addr", "127.0.0.1:0"]);
         if !extra.contains(&"--metrics-addr") {
@@ -40,7 +45,11 @@ impl Sequencer {
         if let Some(dir) = datadir {
             cmd.arg("--datadir").arg(dir);
         }
-        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
+        cmd.args(extra).stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("spawn sequencer");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

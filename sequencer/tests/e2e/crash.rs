@@ -72,3 +72,97 @@ async fn acknowledged_transactions_survive_sigkill() {
     let raw = eip1559(5, 6, recipients[1], U256::from(1), 21_000, fee, gwei(1), CHAIN_ID);
     realtime(&seq, &raw).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_resumes_from_the_checkpoint_and_replays_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--block-time", "100ms", "--checkpoint-interval", "3"];
+    let seq = Sequencer::start_in(Some(dir.path()), &args);
+    let fee = gwei(10);
+    let mut hashes = Vec::new();
+    for nonce in 0..3u64 {
+        let raw = eip1559(
+            8,
+            nonce,
+            Address::repeat_byte(0x21),
+            U256::from(5),
+            21_000,
+            fee,
+            gwei(1),
+            CHAIN_ID,
+        );
+        realtime(&seq, &raw).await;
+        hashes.push(hash_of(&raw));
+    }
+    // Wait for a checkpoint taken after those transactions' block.
+    let first_block =
+        seq.raw("eth_getTransactionReceipt", json!([hashes[2]])).await["result"]["blockNumber"]
+            .as_str()
+            .map(|s| u64::from_str_radix(&s[2..], 16).unwrap())
+            .unwrap();
+    let checkpoint = dir.path().join("checkpoint.bin");
+    let wanted = first_block.div_ceil(3) * 3 + 3;
+    for _ in 0..200 {
+        let head = seq.raw("eth_blockNumber", json!([])).await["result"]
+            .as_str()
+            .map(|s| u64::from_str_radix(&s[2..], 16).unwrap())
+            .unwrap();
+        if head >= wanted && checkpoint.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(checkpoint.exists(), "no checkpoint was written");
+    let early = seq.raw("eth_getBlockByNumber", json!([format!("{first_block:#x}"), false])).await
+        ["result"]
+        .clone();
+    let early_receipt =
+        seq.raw("eth_getTransactionReceipt", json!([hashes[0]])).await["result"].clone();
+    // More after the checkpoint, then a crash.
+    for nonce in 3..5u64 {
+        let raw = eip1559(
+            8,
+            nonce,
+            Address::repeat_byte(0x22),
+            U256::from(7),
+            21_000,
+            fee,
+            gwei(1),
+            CHAIN_ID,
+        );
+        realtime(&seq, &raw).await;
+        hashes.push(hash_of(&raw));
+    }
+    let balance = seq.raw("eth_getBalance", json!([address(8), "latest"])).await["result"].clone();
+    seq.kill();
+
+    let log = dir.path().join("restart.log");
+    let seq = Sequencer::start_logged(Some(dir.path()), &args, Some(&log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("resuming from checkpoint"), "{text}");
+    for hash in &hashes {
+        let receipt = seq.raw("eth_getTransactionReceipt", json!([hash])).await;
+        assert_eq!(receipt["result"]["status"], "0x1", "lost {hash}: {receipt}");
+    }
+    let again = seq.raw("eth_getBlockByNumber", json!([format!("{first_block:#x}"), false])).await
+        ["result"]
+        .clone();
+    assert_eq!(again, early, "history before the checkpoint comes back as it was");
+    let receipt = seq.raw("eth_getTransactionReceipt", json!([hashes[0]])).await["result"].clone();
+    assert_eq!(receipt, early_receipt, "receipts from the block store are the same");
+    let after = seq.raw("eth_getBalance", json!([address(8), "latest"])).await["result"].clone();
+    assert_eq!(after, balance);
+    let nonce = seq.raw("eth_getTransactionCount", json!([address(8), "latest"])).await;
+    assert_eq!(nonce["result"], "0x5");
+    // A damaged checkpoint is not trusted: the next start replays the WAL from genesis.
+    seq.kill();
+    let mut bytes = std::fs::read(&checkpoint).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&checkpoint, bytes).unwrap();
+    let seq = Sequencer::start_logged(Some(dir.path()), &args, Some(&log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("ignoring the checkpoint"), "{text}");
+    let after = seq.raw("eth_getBalance", json!([address(8), "latest"])).await["result"].clone();
+    assert_eq!(after, balance);
+}
