@@ -321,7 +321,7 @@ impl Node {
 
     fn admit(&self, tx: Arc<PooledTx>) -> Result<B256, TxError> {
         if self.stopping.load(Ordering::Acquire) {
-            return Err(TxError::PoolFull);
+            return Err(TxError::ShuttingDown);
         }
         if self.chain.tx(&tx.hash).is_some() {
             return Err(TxError::AlreadyKnown);
@@ -449,6 +449,7 @@ fn reject_metric(err: &TxError) {
         TxError::AlreadyKnown => "already_known",
         TxError::ReplacementUnderpriced => "underpriced",
         TxError::PoolFull => "pool_full",
+        TxError::ShuttingDown => "shutting_down",
     };
     metrics::counter!("sequencer_tx_rejected_total", "reason" => reason).increment(1);
 }
@@ -808,5 +809,52 @@ impl Builder {
         if let Some(committer) = self.committer.take() {
             committer.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_consensus::TxEip1559;
+    use alloy_primitives::TxKind;
+
+    use super::*;
+
+    fn transfer(nonce: u64) -> Bytes {
+        crate::dev::sign(
+            &crate::dev::dev_key(0),
+            TxEip1559 {
+                chain_id: 31337,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: 10_000_000_000,
+                max_priority_fee_per_gas: 1,
+                to: TxKind::Call(Address::repeat_byte(5)),
+                value: U256::from(1),
+                access_list: Default::default(),
+                input: Bytes::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_stopped_sequencer_takes_nothing_new_and_keeps_what_it_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.datadir = Some(dir.path().to_path_buf());
+        let node = Node::start(config.clone(), true).unwrap();
+        let hash = node.submit_raw(transfer(0)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let executed = runtime.block_on(node.wait_for_receipt(hash, Duration::from_secs(10)));
+        assert!(executed.is_some_and(|t| t.success));
+        node.shutdown();
+        assert!(node.is_stopped());
+        assert_eq!(node.submit_raw(transfer(1)), Err(TxError::ShuttingDown));
+
+        // Shutdown sealed the open block: a restart finds it sealed, with the transfer in it.
+        let again = Node::start(config, true).unwrap();
+        let tx = again.chain.tx(&hash).expect("kept");
+        assert!(again.chain.block(tx.block_number).is_some());
+        assert_eq!(again.state.account(&crate::dev::DEV_ACCOUNTS[0].0).unwrap().nonce, 1);
+        again.shutdown();
     }
 }

@@ -161,6 +161,9 @@ pub enum TxError {
     /// The pool is full.
     #[error("txpool is full")]
     PoolFull,
+    /// The sequencer is stopping (or stopped after a fatal error) and takes nothing new.
+    #[error("sequencer is shutting down")]
+    ShuttingDown,
 }
 
 /// A decoded, signature-checked transaction with its recovered sender.
