@@ -7,7 +7,7 @@ use std::{
 };
 
 use bench::{
-    baseline, machine, median,
+    baseline, machine, median, report,
     target::{self, RunSettings},
     tps,
     workload::{self, Kind},
@@ -70,6 +70,16 @@ enum Command {
         /// Print one JSON object per result instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write a report directory (results.json, summary.md).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Two report directories side by side.
+    Compare {
+        /// The first report directory.
+        a: PathBuf,
+        /// The second.
+        b: PathBuf,
     },
     /// Latency of one client sending transfers one at a time, each awaited: over
     /// `realtime_sendRawTransaction` and over send + receipt polling.
@@ -106,6 +116,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Statetest { paths, json, show } => statetest(&paths, json, show),
+        Command::Compare { a, b } => match (report::read_dir(&a), report::read_dir(&b)) {
+            (Ok(ra), Ok(rb)) => {
+                println!("A: {}\nB: {}\n", a.display(), b.display());
+                print!("{}", report::compare(&ra, &rb));
+                ExitCode::SUCCESS
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Latency { txs, poll, block_time, json } => {
             match latency(txs, poll, block_time, json) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +148,7 @@ fn main() -> ExitCode {
             batch,
             connections,
             json,
+            out,
         } => {
             let settings = RunSettings {
                 block_time,
@@ -144,6 +166,7 @@ fn main() -> ExitCode {
                 &targets,
                 &settings,
                 json,
+                out.as_deref(),
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -209,6 +232,7 @@ fn run(
     targets: &[Target],
     settings: &RunSettings,
     json: bool,
+    out: Option<&std::path::Path>,
 ) -> Result<(), target::RunError> {
     let machine = machine::describe();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -243,7 +267,7 @@ fn run(
     let base_par_tps = tps(txs, base_par.total);
     let base_seq_tps = tps(txs, base_seq.total);
 
-    let mut rows = Vec::new();
+    let mut results = Vec::new();
     for target in targets {
         let mut elapsed = Vec::new();
         let mut cpu = Vec::new();
@@ -261,59 +285,43 @@ fn run(
             Target::Inprocess => "inprocess",
             Target::Rpc => "rpc",
         };
-        rows.push((name, ours, cpu_us));
+        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / txs as f64;
+        let result = serde_json::json!({
+            "workload": kind,
+            "target": name,
+            "ours": ours,
+            "baseline": base_par_tps,
+            "baseline_name": "standard pipeline, recovery on all cores",
+            "unit": "tx/s",
+            "ratio": ours / base_par_tps,
+            "ratio_vs_sequential_recovery": ours / base_seq_tps,
+            "baseline_sequential_recovery": base_seq_tps,
+            "cpu_us_per_tx": cpu_us,
+            "runs": runs,
+            "accounts": accounts,
+            "txs": txs,
+            "settings": settings,
+            "baseline_stages_us_per_tx": {
+                "recover": per_tx(base_par.recover),
+                "execute": per_tx(base_par.execute),
+                "root": per_tx(base_par.root),
+            },
+            "machine": machine,
+            "command": command,
+        });
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "workload": kind,
-                    "target": name,
-                    "ours": ours,
-                    "baseline": base_par_tps,
-                    "baseline_name": "standard pipeline, recovery on all cores",
-                    "unit": "tx/s",
-                    "ratio": ours / base_par_tps,
-                    "ratio_vs_sequential_recovery": ours / base_seq_tps,
-                    "baseline_sequential_recovery": base_seq_tps,
-                    "cpu_us_per_tx": cpu_us,
-                    "runs": runs,
-                    "accounts": accounts,
-                    "txs": txs,
-                    "settings": settings,
-                    "baseline_stages_us_per_tx": {
-                        "recover": base_par.recover.as_secs_f64() * 1e6 / txs as f64,
-                        "execute": base_par.execute.as_secs_f64() * 1e6 / txs as f64,
-                        "root": base_par.root.as_secs_f64() * 1e6 / txs as f64,
-                    },
-                    "machine": machine,
-                    "command": command,
-                })
-            );
+            println!("{result}");
         }
+        results.push(result);
     }
     if !json {
-        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / txs as f64;
         println!();
-        println!(
-            "| pipeline | tx/s | vs baseline (parallel recovery) | vs baseline (sequential recovery) | CPU µs/tx |"
-        );
-        println!("|---|---:|---:|---:|---:|");
-        for (name, ours, cpu_us) in &rows {
-            println!(
-                "| ours, {name} (WAL fsync + NOMT, persisted) | {ours:.0} | {:.2}x | {:.2}x | {cpu_us:.1} |",
-                ours / base_par_tps,
-                ours / base_seq_tps
-            );
-        }
-        for (label, b, t) in
-            [("parallel", &base_par, base_par_tps), ("sequential", &base_seq, base_seq_tps)]
-        {
-            println!(
-                "| baseline, {label} recovery (in memory, nothing persisted) | {t:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) |",
-                per_tx(b.recover),
-                per_tx(b.execute),
-                per_tx(b.root)
-            );
+        print!("{}", report::table(&results));
+    }
+    if let Some(dir) = out {
+        report::write_dir(dir, &results).map_err(|e| target::RunError::Io(e.to_string()))?;
+        if !json {
+            println!("report: {}", dir.display());
         }
     }
     Ok(())
