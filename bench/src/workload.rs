@@ -15,6 +15,9 @@ sol! {
     function transfer(address to, uint256 amount) external returns (bool);
     function balanceOf(address account) external view returns (uint256);
     function totalSupply() external view returns (uint256);
+    function swap(uint256 amountIn, bool zeroForOne, uint256 minOut) external returns (uint256 amountOut);
+    function balance0(address trader) external view returns (uint256);
+    function reserve0() external view returns (uint256);
 }
 
 /// Chain id the benchmarks sign for.
@@ -28,10 +31,26 @@ pub const MAX_FEE: u128 = 100_000_000_000;
 /// Priority fee of every benchmark transaction.
 pub const TIP: u128 = 1_000_000_000;
 
+/// Where AMM pool `i` lives.
+pub fn pool_address(i: usize) -> Address {
+    let mut bytes = [0x50u8; 20];
+    bytes[12..].copy_from_slice(&(i as u64).to_be_bytes());
+    Address::new(bytes)
+}
+/// Each pool's reserves of each side at genesis.
+pub const POOL_RESERVE: u128 = 1_000_000_000_000_000_000_000_000;
+/// Each trader's balance of each side in its pool at genesis.
+pub const TRADER_BALANCE: u128 = 1_000_000_000_000_000_000_000;
+/// Pools of the `amm` workload (`amm-hot` has one).
+pub const AMM_POOLS: usize = 100;
+
+fn creation_code(hex: &str) -> Vec<u8> {
+    alloy_primitives::hex::decode(hex.trim()).expect("committed bytecode is hex")
+}
+
 /// The Solidity token (OpenZeppelin ERC-20) creation code, compiled by `make contracts`.
 pub fn token_creation_code() -> Bytes {
-    let hex = include_str!("../../contracts/out/Token.bin").trim();
-    alloy_primitives::hex::decode(hex).expect("committed bytecode is hex").into()
+    creation_code(include_str!("../../contracts/out/Token.bin")).into()
 }
 
 /// What the transactions do.
@@ -42,6 +61,20 @@ pub enum Kind {
     Eth,
     /// ERC-20 `transfer` on an OpenZeppelin token.
     Erc20,
+    /// Swaps on 100 constant-product pools, each trader always in the same pool.
+    Amm,
+    /// Swaps on one constant-product pool that every trader uses.
+    AmmHot,
+}
+
+impl Kind {
+    fn pools(self) -> usize {
+        match self {
+            Kind::Amm => AMM_POOLS,
+            Kind::AmmHot => 1,
+            Kind::Eth | Kind::Erc20 => 0,
+        }
+    }
 }
 
 /// Accounts with their keys, derived from a seed.
@@ -77,15 +110,21 @@ pub fn accounts(seed: u64, n: usize) -> Accounts {
     Accounts { keys, addresses }
 }
 
-/// The OpenZeppelin ERC-20 storage slot of `holder`'s balance (`_balances` is slot 0).
-pub fn balance_slot(holder: &Address) -> U256 {
+/// The storage slot of `key` in a Solidity `mapping(address => …)` declared at `slot`.
+pub fn mapping_slot(key: &Address, slot: u64) -> U256 {
     let mut buf = [0u8; 64];
-    buf[12..32].copy_from_slice(holder.as_slice());
+    buf[12..32].copy_from_slice(key.as_slice());
+    buf[56..].copy_from_slice(&slot.to_be_bytes());
     U256::from_be_bytes(keccak256(buf).0)
 }
 
-/// Runs the token's constructor once to get its runtime code and initial storage.
-fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
+/// The OpenZeppelin ERC-20 storage slot of `holder`'s balance (`_balances` is slot 0).
+pub fn balance_slot(holder: &Address) -> U256 {
+    mapping_slot(holder, 0)
+}
+
+/// Runs a constructor once to get the runtime code and initial storage it leaves.
+fn deploy_runtime(code: Vec<u8>) -> (Bytes, std::collections::BTreeMap<U256, U256>) {
     let deployer = Address::repeat_byte(0xde);
     let state = MemState::from_genesis(
         &[(
@@ -94,8 +133,6 @@ fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
         )]
         .into(),
     );
-    let mut code = token_creation_code().to_vec();
-    code.extend(("Bench Token".to_string(), "BT".to_string(), U256::ZERO).abi_encode_params());
     let tx = TxEnv {
         caller: deployer,
         kind: TxKind::Create,
@@ -111,16 +148,34 @@ fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
         CHAIN_ID,
         block,
     );
-    let result = evm.transact_commit(tx).expect("token constructor runs");
-    let created = result.created_address().expect("token created");
+    let result = evm.transact_commit(tx).expect("constructor runs");
+    let created = result.created_address().expect("contract created");
     let diff = evm.ctx.journaled_state.database.into_diff();
     let account = &diff.accounts[&created];
-    let runtime = diff.codes[&account.info.expect("token exists").code_hash].original_bytes();
+    let runtime = diff.codes[&account.info.expect("contract exists").code_hash].original_bytes();
     (runtime, account.storage.clone())
 }
 
+fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
+    let mut code = token_creation_code().to_vec();
+    code.extend(("Bench Token".to_string(), "BT".to_string(), U256::ZERO).abi_encode_params());
+    deploy_runtime(code)
+}
+
+fn pair_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
+    let mut code = creation_code(include_str!("../../contracts/out/Pair.bin"));
+    code.extend((U256::from(POOL_RESERVE), U256::from(POOL_RESERVE)).abi_encode_params());
+    deploy_runtime(code)
+}
+
+/// The pool trader `i` of `n` uses.
+pub fn pool_of(kind: Kind, i: usize) -> usize {
+    i % kind.pools().max(1)
+}
+
 /// Genesis: every account with 1 000 ETH; for ERC-20 also the token, holding
-/// [`TOKEN_BALANCE`] for each account.
+/// [`TOKEN_BALANCE`] for each account; for the AMM workloads the pools, each with
+/// [`POOL_RESERVE`] of both sides and [`TRADER_BALANCE`] of both sides for each of its traders.
 pub fn genesis(kind: Kind, accounts: &Accounts) -> GenesisAlloc {
     let eth = U256::from(1000u64) * U256::from(10u64).pow(U256::from(18));
     let mut alloc: GenesisAlloc = accounts
@@ -142,6 +197,25 @@ pub fn genesis(kind: Kind, accounts: &Accounts) -> GenesisAlloc {
             TOKEN,
             GenesisAccount { code: Some(runtime), storage: Some(storage), ..Default::default() },
         );
+    }
+    if kind.pools() > 0 {
+        let (runtime, storage) = pair_runtime();
+        let mut pools = vec![storage; kind.pools()];
+        for (i, trader) in accounts.addresses.iter().enumerate() {
+            let pool = &mut pools[pool_of(kind, i)];
+            pool.insert(mapping_slot(trader, 2), U256::from(TRADER_BALANCE));
+            pool.insert(mapping_slot(trader, 3), U256::from(TRADER_BALANCE));
+        }
+        for (i, storage) in pools.into_iter().enumerate() {
+            alloc.insert(
+                pool_address(i),
+                GenesisAccount {
+                    code: Some(runtime.clone()),
+                    storage: Some(storage),
+                    ..Default::default()
+                },
+            );
+        }
     }
     alloc
 }
@@ -168,6 +242,20 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
                     60_000,
                     U256::ZERO,
                 ),
+                Kind::Amm | Kind::AmmHot => {
+                    // Alternate directions so balances never run out.
+                    let call = swapCall {
+                        amountIn: U256::from(1_000_000u64),
+                        zeroForOne: (k / n) % 2 == 0,
+                        minOut: U256::ZERO,
+                    };
+                    (
+                        pool_address(pool_of(kind, from)),
+                        call.abi_encode().into(),
+                        100_000,
+                        U256::ZERO,
+                    )
+                }
             };
             let tx = TxEip1559 {
                 chain_id: CHAIN_ID,
@@ -223,6 +311,37 @@ mod tests {
         assert_eq!(a.addresses, b.addresses);
         let c = prepare(Kind::Erc20, 8, 50, 120);
         assert_ne!(a.txs, c.txs);
+    }
+
+    #[test]
+    fn the_pools_hold_their_reserves_and_traders() {
+        for kind in [Kind::Amm, Kind::AmmHot] {
+            let p = prepare(kind, 2, 10, 10);
+            let state = MemState::from_genesis(&p.alloc);
+            let pool = pool_address(pool_of(kind, 7));
+            let read = |data: Vec<u8>| {
+                let tx = TxEnv {
+                    caller: p.addresses[7],
+                    kind: TxKind::Call(pool),
+                    data: data.into(),
+                    gas_limit: 100_000,
+                    chain_id: Some(CHAIN_ID),
+                    ..Default::default()
+                };
+                let mut evm = sequencer::exec::new_evm(
+                    Overlay::new(&state, NoBlockHashes),
+                    SpecId::OSAKA,
+                    CHAIN_ID,
+                    Default::default(),
+                );
+                U256::abi_decode(&evm.transact_commit(tx).unwrap().into_output().unwrap()).unwrap()
+            };
+            assert_eq!(read(reserve0Call {}.abi_encode()), U256::from(POOL_RESERVE));
+            assert_eq!(
+                read(balance0Call { trader: p.addresses[7] }.abi_encode()),
+                U256::from(TRADER_BALANCE)
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn settings() -> RunSettings {
 
 #[test]
 fn every_workload_runs_on_every_target_and_the_baseline() {
-    for kind in [Kind::Eth, Kind::Erc20] {
+    for kind in [Kind::Eth, Kind::Erc20, Kind::Amm, Kind::AmmHot] {
         let prepared = workload::prepare(kind, 3, 40, 200);
         let inprocess = target::inprocess(&prepared, &settings()).unwrap();
         assert!(inprocess.elapsed > Duration::ZERO);
@@ -86,5 +86,36 @@ fn latency_measures_every_transfer_with_both_methods() {
         // Every transfer crosses HTTP at least once: no sample can be a microsecond.
         assert!(p.p50_us >= 20, "{p:?}");
         assert!(p.p50_us <= p.p90_us && p.p90_us <= p.p99_us && p.p99_us <= p.max_us, "{p:?}");
+    }
+}
+
+#[test]
+fn every_transaction_of_every_workload_succeeds_with_its_event() {
+    for (kind, logs) in [(Kind::Eth, 0), (Kind::Erc20, 1), (Kind::Amm, 1), (Kind::AmmHot, 1)] {
+        let prepared = workload::prepare(kind, 9, 30, 60);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sequencer::Config::default();
+        config.storage.datadir = Some(dir.path().to_path_buf());
+        let node =
+            sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone()))
+                .unwrap();
+        for result in node.submit_batch(prepared.txs.to_vec()) {
+            result.unwrap();
+        }
+        for tx in prepared.txs.iter() {
+            let hash = alloy_primitives::keccak256(tx);
+            let executed = (0..500)
+                .find_map(|_| {
+                    let found = node.chain.tx(&hash);
+                    if found.is_none() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    found
+                })
+                .expect("executed");
+            assert!(executed.success, "{kind:?} transaction reverted");
+            assert_eq!(executed.logs.len(), logs, "{kind:?}");
+        }
+        node.shutdown();
     }
 }
