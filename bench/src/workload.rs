@@ -246,7 +246,7 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
                     // Alternate directions so balances never run out.
                     let call = swapCall {
                         amountIn: U256::from(1_000_000u64),
-                        zeroForOne: (k / n) % 2 == 0,
+                        zeroForOne: (k / n).is_multiple_of(2),
                         minOut: U256::ZERO,
                     };
                     (
