@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -23,7 +23,7 @@ use crate::{
     config::Config,
     exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
     pool::Pool,
-    root::{BlockToSeal, Committer, NomtOptions, RootError},
+    root::{BlockToSeal, Checkpoints, Committer, NomtOptions, RootError},
     store::{BlockStore, Checkpoint, StoreError},
     tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch, decode_recovered},
     wal::{Record, Wal, WalError},
@@ -170,18 +170,30 @@ impl Node {
             }
         };
 
-        let (mut wal, records) = Wal::open(&datadir.join("wal.log"), config.storage.fsync)?;
+        let (mut wal, records) = Wal::open(&datadir.join("wal"), config.storage.fsync)?;
         let (store, stored) = BlockStore::open(&datadir.join("blocks.log"))?;
-        let checkpoint_path = datadir.join("checkpoint.bin");
-        let checkpoint = match Checkpoint::read(&checkpoint_path) {
-            Ok(checkpoint) => checkpoint,
-            Err(err) => {
-                tracing::warn!(%err, "ignoring the checkpoint; replaying the WAL from genesis");
-                None
-            }
+        let prunable = Arc::new(AtomicU64::new(0));
+        let mut checkpoints = Checkpoints {
+            path: datadir.join("checkpoint.bin"),
+            newest: None,
+            prunable: prunable.clone(),
         };
-        // A checkpoint is only usable with the history up to its block.
-        let checkpoint = checkpoint.filter(|c| (stored.len() as u64) > c.block);
+        // The newest usable checkpoint: readable, and with the history up to its block.
+        let mut checkpoint = None;
+        for path in [checkpoints.path.clone(), checkpoints.prev_path()] {
+            match Checkpoint::read(&path) {
+                Ok(Some(c)) if (stored.len() as u64) > c.block => {
+                    checkpoint = Some(c);
+                    break;
+                }
+                Ok(Some(c)) => {
+                    tracing::warn!(block = c.block, path = %path.display(), "ignoring a checkpoint ahead of the block store");
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "ignoring the checkpoint"),
+            }
+        }
+        checkpoints.newest = checkpoint.as_ref().map(|c| c.block);
         // NOMT is derived data: rebuilt at every start, from the checkpoint or from genesis.
         let nomt_dir = datadir.join("nomt");
         if nomt_dir.exists() {
@@ -212,7 +224,7 @@ impl Node {
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
         let (committer, root) =
-            Committer::start(nomt, spec, chain.clone(), store, checkpoint_path, initial)?;
+            Committer::start(nomt, spec, chain.clone(), store, checkpoints, initial)?;
         if let (Some(c), Some(root)) = (&checkpoint, root) {
             let expected = chain.block(c.block).map(|b| b.header.state_root).unwrap_or_default();
             if root != expected {
@@ -245,40 +257,43 @@ impl Node {
             config,
         });
 
-        let genesis_ts = match records.first() {
-            Some(Record::Genesis { timestamp }) => *timestamp,
-            Some(_) => {
-                return Err(NodeError::Replay {
-                    block: 0,
-                    reason: "WAL does not start with a genesis record".into(),
-                });
-            }
-            None => {
-                let timestamp = now_ms() / 1000;
-                wal.append(&[Record::Genesis { timestamp }])?;
-                timestamp
-            }
-        };
         let started = Instant::now();
         let (mut builder, to_replay) = match checkpoint {
             Some(c) => {
                 let after = c.block;
                 let pending = records
                     .iter()
-                    .skip(1)
                     .filter(|r| match r {
                         Record::MiniBlock { env, .. } | Record::Seal { env } => env.number > after,
-                        Record::Genesis { .. } => true,
+                        Record::Genesis { .. } => false,
                     })
                     .cloned()
                     .collect::<Vec<_>>();
                 tracing::info!(block = after, "resuming from checkpoint");
-                (Builder::resume(node.clone(), wal, committer, &c), pending)
+                (Builder::resume(node.clone(), wal, committer, prunable, &c), pending)
             }
-            None => (
-                Builder::new(node.clone(), wal, committer, genesis_ts, &alloc),
-                records.get(1..).unwrap_or_default().to_vec(),
-            ),
+            None => {
+                let genesis_ts = match records.first() {
+                    Some(Record::Genesis { timestamp }) => *timestamp,
+                    Some(_) => {
+                        return Err(NodeError::Replay {
+                            block: 0,
+                            reason: "the WAL does not start at genesis (it was pruned behind a \
+                                     checkpoint) and no checkpoint is usable"
+                                .into(),
+                        });
+                    }
+                    None => {
+                        let timestamp = now_ms() / 1000;
+                        wal.append(&[Record::Genesis { timestamp }])?;
+                        timestamp
+                    }
+                };
+                (
+                    Builder::new(node.clone(), wal, committer, prunable, genesis_ts, &alloc),
+                    records.get(1..).unwrap_or_default().to_vec(),
+                )
+            }
         };
         let replayed = builder.replay(&to_replay)?;
         if replayed > 0 {
@@ -458,6 +473,8 @@ fn reject_metric(err: &TxError) {
 struct Builder {
     node: Arc<Node>,
     wal: Wal,
+    /// Block behind which WAL segments may be deleted (set by the root committer).
+    prunable: Arc<AtomicU64>,
     committer: Option<Committer>,
     env: BlockEnvParams,
     block_started: Instant,
@@ -476,6 +493,7 @@ impl Builder {
         node: Arc<Node>,
         wal: Wal,
         committer: Committer,
+        prunable: Arc<AtomicU64>,
         genesis_ts: u64,
         alloc: &memstate::GenesisAlloc,
     ) -> Self {
@@ -508,6 +526,7 @@ impl Builder {
         Self {
             node,
             wal,
+            prunable,
             committer: Some(committer),
             env,
             block_started: Instant::now(),
@@ -523,7 +542,13 @@ impl Builder {
     }
 
     /// A builder that goes on after checkpoint `c` (its state is already in `node.state`).
-    fn resume(node: Arc<Node>, wal: Wal, committer: Committer, c: &Checkpoint) -> Self {
+    fn resume(
+        node: Arc<Node>,
+        wal: Wal,
+        committer: Committer,
+        prunable: Arc<AtomicU64>,
+        c: &Checkpoint,
+    ) -> Self {
         node.chain.set_open_block(OpenBlock {
             number: c.next_env.number,
             timestamp: c.next_env.timestamp,
@@ -533,6 +558,7 @@ impl Builder {
         Self {
             node,
             wal,
+            prunable,
             committer: Some(committer),
             env: c.next_env,
             block_started: Instant::now(),
@@ -745,8 +771,22 @@ impl Builder {
                 &self.node.state,
             ));
         }
+        let rotate = block.checkpoint.is_some();
         if let Some(committer) = &self.committer {
             committer.submit(block);
+        }
+        if rotate {
+            // A checkpoint after this block is coming: later records go to a new segment, so
+            // that once an older checkpoint is superseded its segments can go.
+            if let Err(err) = self.wal.rotate(self.env.number) {
+                tracing::error!(%err, "WAL rotation failed: stopping the sequencer");
+                return false;
+            }
+            match self.wal.prune(self.prunable.load(Ordering::Acquire)) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(segments = n, "pruned WAL segments behind a checkpoint"),
+                Err(err) => tracing::warn!(%err, "WAL pruning failed"),
+            }
         }
         self.block_gas = 0;
         self.block_logs = 0;

@@ -8,7 +8,11 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
     time::Instant,
 };
@@ -171,7 +175,7 @@ impl Committer {
         spec: SpecId,
         chain: Arc<Chain>,
         store: BlockStore,
-        checkpoint_path: PathBuf,
+        checkpoints: Checkpoints,
         initial: Option<&StateDiff>,
     ) -> Result<(Self, Option<B256>), RootError> {
         let mut options = Options::new();
@@ -191,7 +195,7 @@ impl Committer {
             None => None,
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
-        let sink = Sink { chain, store, checkpoint_path };
+        let sink = Sink { chain, store, checkpoints };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
             .spawn(move || run(nomt, rx, spec, sink))
@@ -228,11 +232,42 @@ pub struct NomtOptions<'a> {
     pub concurrency: usize,
 }
 
+/// Where checkpoints are written, and what the WAL may drop because of them.
+#[derive(Debug)]
+pub struct Checkpoints {
+    /// The newest checkpoint; the one before it is kept beside it as `.prev`.
+    pub path: PathBuf,
+    /// Block of the checkpoint now at `path`, if any.
+    pub newest: Option<u64>,
+    /// Set to the block of the older kept checkpoint: WAL segments behind it are not needed.
+    pub prunable: Arc<AtomicU64>,
+}
+
+impl Checkpoints {
+    /// Where the older kept checkpoint lives.
+    pub fn prev_path(&self) -> PathBuf {
+        self.path.with_extension("prev.bin")
+    }
+
+    fn write(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::store::StoreError> {
+        if self.path.exists() {
+            std::fs::rename(&self.path, self.prev_path()).map_err(|source| {
+                crate::store::StoreError::Io { path: self.path.clone(), source }
+            })?;
+        }
+        checkpoint.write(&self.path)?;
+        if let Some(older) = self.newest.replace(checkpoint.block) {
+            self.prunable.store(older, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
 /// Where sealed blocks go.
 struct Sink {
     chain: Arc<Chain>,
     store: BlockStore,
-    checkpoint_path: PathBuf,
+    checkpoints: Checkpoints,
 }
 
 impl Sink {
@@ -244,7 +279,7 @@ impl Sink {
         if let Some(checkpoint) = checkpoint {
             let started = Instant::now();
             // The checkpoint may only name a block the store durably holds.
-            match self.store.sync().and_then(|()| checkpoint.write(&self.checkpoint_path)) {
+            match self.store.sync().and_then(|()| self.checkpoints.write(&checkpoint)) {
                 Ok(()) => {
                     metrics::histogram!("sequencer_checkpoint_seconds").record(started.elapsed());
                     tracing::info!(block = checkpoint.block, "checkpoint written");

@@ -9,7 +9,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{Seek, SeekFrom, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use alloy_primitives::{Address, Bytes};
@@ -134,39 +134,82 @@ pub(crate) fn encode_env(env: &BlockEnvParams, out: &mut Vec<u8>) {
     out.extend_from_slice(&env.gas_limit.to_le_bytes());
 }
 
-/// The append side of the log.
+/// The append side of the log: a directory of segments `wal-<first block>.log`, the last one
+/// active. A new segment starts after each checkpoint so that segments wholly behind a kept
+/// checkpoint can be deleted.
 #[derive(Debug)]
 pub struct Wal {
+    dir: PathBuf,
+    /// First block of each segment, ascending; the last is the active one.
+    segments: Vec<u64>,
     file: File,
     fsync: bool,
     buf: Vec<u8>,
 }
 
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("wal-{start:020}.log"))
+}
+
+fn open_segment(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).append(true).create(true).truncate(false).open(path)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl Wal {
-    /// Opens (or creates) the log at `path`, returning it with every intact record. A torn
-    /// tail is truncated; damage before the tail is an error, since records after it were
-    /// acknowledged.
-    pub fn open(path: &Path, fsync: bool) -> Result<(Self, Vec<Record>), WalError> {
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).truncate(false).open(path)?;
-        let frames = read_frames(&file)?;
-        if let Some(Stop::Corrupt { offset, reason }) = frames.stop {
-            return Err(WalError::Corrupt { offset, reason });
+    /// Opens (or creates) the log in `dir`, returning it with every intact record, oldest
+    /// first. A torn tail of the active segment is truncated; damage anywhere else is an
+    /// error, since records after it were acknowledged.
+    pub fn open(dir: &Path, fsync: bool) -> Result<(Self, Vec<Record>), WalError> {
+        std::fs::create_dir_all(dir)?;
+        let mut segments: Vec<u64> = std::fs::read_dir(dir)?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        if segments.is_empty() {
+            segments.push(0);
         }
-        let mut records = Vec::with_capacity(frames.records.len());
-        for (offset, payload) in &frames.records {
-            let record = Record::decode(payload)
-                .map_err(|reason| WalError::Corrupt { offset: *offset, reason })?;
-            records.push(record);
+        let mut records = Vec::new();
+        let mut active = None;
+        for (i, start) in segments.iter().enumerate() {
+            let path = segment_path(dir, *start);
+            let mut file = open_segment(&path)?;
+            let frames = read_frames(&file)?;
+            let last = i + 1 == segments.len();
+            let corrupt = |offset: u64, reason: String| WalError::Corrupt {
+                offset,
+                reason: format!("{}: {reason}", path.display()),
+            };
+            match frames.stop {
+                Some(Stop::Corrupt { offset, reason }) => return Err(corrupt(offset, reason)),
+                Some(Stop::Torn) if !last => {
+                    return Err(corrupt(frames.end, "torn record in a closed segment".into()));
+                }
+                _ => {}
+            }
+            for (offset, payload) in &frames.records {
+                records.push(Record::decode(payload).map_err(|reason| corrupt(*offset, reason))?);
+            }
+            if last {
+                if frames.stop == Some(Stop::Torn) {
+                    tracing::warn!(segment = %path.display(), end = frames.end, "WAL: cutting off a torn tail");
+                    file.set_len(frames.end)?;
+                    file.sync_all()?;
+                }
+                file.seek(SeekFrom::End(0))?;
+                active = Some(file);
+            }
         }
-        if frames.stop == Some(Stop::Torn) {
-            let total = file.metadata()?.len();
-            tracing::warn!(total, end = frames.end, "WAL: cutting off a torn tail");
-            file.set_len(frames.end)?;
-            file.sync_all()?;
-        }
-        file.seek(SeekFrom::End(0))?;
-        Ok((Self { file, fsync, buf: Vec::new() }, records))
+        let file = active.expect("at least one segment");
+        sync_dir(dir)?;
+        Ok((Self { dir: dir.into(), segments, file, fsync, buf: Vec::new() }, records))
     }
 
     /// Appends records and makes them durable (fsync) before returning.
@@ -183,6 +226,35 @@ impl Wal {
             self.file.sync_data()?;
         }
         Ok(())
+    }
+
+    /// Starts a new segment whose first block is `start`.
+    pub fn rotate(&mut self, start: u64) -> Result<(), WalError> {
+        self.file.sync_data()?;
+        let file = open_segment(&segment_path(&self.dir, start))?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        self.segments.push(start);
+        Ok(())
+    }
+
+    /// Deletes the closed segments that hold only blocks up to `upto`; returns how many.
+    pub fn prune(&mut self, upto: u64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1] <= upto.saturating_add(1) {
+            std::fs::remove_file(segment_path(&self.dir, self.segments[0]))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 }
 
@@ -233,8 +305,8 @@ mod tests {
         wal.append(&[mini(1)]).unwrap();
         wal.append(&[mini(2)]).unwrap();
         drop(wal);
-        let len = std::fs::metadata(&path).unwrap().len();
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let len = std::fs::metadata(segment_path(&path, 0)).unwrap().len();
+        let file = OpenOptions::new().write(true).open(segment_path(&path, 0)).unwrap();
         file.set_len(len - 5).unwrap();
         drop(file);
         let (mut wal, read) = Wal::open(&path, false).unwrap();
@@ -252,9 +324,50 @@ mod tests {
         let (mut wal, _) = Wal::open(&path, false).unwrap();
         wal.append(&[mini(1), mini(2)]).unwrap();
         drop(wal);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(segment_path(&path, 0)).unwrap();
         bytes[20] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(segment_path(&path, 0), bytes).unwrap();
         assert!(matches!(Wal::open(&path, false), Err(WalError::Corrupt { offset: 0, .. })));
+    }
+
+    #[test]
+    fn segments_rotate_replay_in_order_and_prune_behind_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, false).unwrap();
+        wal.append(&[Record::Genesis { timestamp: 1 }, mini(1), Record::Seal { env: env(1) }])
+            .unwrap();
+        wal.rotate(2).unwrap();
+        wal.append(&[mini(2), Record::Seal { env: env(2) }]).unwrap();
+        wal.rotate(3).unwrap();
+        wal.append(&[mini(3)]).unwrap();
+        drop(wal);
+        let (mut wal, read) = Wal::open(&path, false).unwrap();
+        assert_eq!(read.len(), 6);
+        assert_eq!(read[5], mini(3));
+        assert_eq!(wal.segment_count(), 3);
+        // Only segments wholly at or behind block 1 go; the active one always stays.
+        assert_eq!(wal.prune(1).unwrap(), 1);
+        assert_eq!(wal.prune(1).unwrap(), 0);
+        assert_eq!(wal.prune(100).unwrap(), 1);
+        assert_eq!(wal.segment_count(), 1);
+        drop(wal);
+        let (_, read) = Wal::open(&path, false).unwrap();
+        assert_eq!(read, vec![mini(3)]);
+    }
+
+    #[test]
+    fn a_torn_closed_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, false).unwrap();
+        wal.append(&[mini(1)]).unwrap();
+        wal.rotate(2).unwrap();
+        wal.append(&[mini(2)]).unwrap();
+        drop(wal);
+        let first = segment_path(&path, 0);
+        let len = std::fs::metadata(&first).unwrap().len();
+        OpenOptions::new().write(true).open(&first).unwrap().set_len(len - 3).unwrap();
+        assert!(matches!(Wal::open(&path, false), Err(WalError::Corrupt { .. })));
     }
 }
