@@ -55,7 +55,7 @@ pub fn token_creation_code() -> Bytes {
 
 /// What the transactions do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// Plain ETH transfers (21 000 gas).
     Eth,
