@@ -190,7 +190,14 @@ impl Node {
                     tracing::warn!(block = c.block, path = %path.display(), "ignoring a checkpoint ahead of the block store");
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "ignoring the checkpoint"),
+                Err(err) => {
+                    tracing::warn!(%err, "ignoring the checkpoint");
+                    // Out of the way, so the next checkpoint does not push it over the
+                    // older one as "previous".
+                    if path == checkpoints.path {
+                        std::fs::remove_file(&path).map_err(io_err)?;
+                    }
+                }
             }
         }
         checkpoints.newest = checkpoint.as_ref().map(|c| c.block);

@@ -184,6 +184,14 @@ async fn a_restart_resumes_from_the_checkpoint_and_replays_only_the_rest() {
         assert_eq!(receipt["result"]["status"], "0x1", "lost {hash}: {receipt}");
     }
 
+    // The damaged checkpoint was moved out of the way; wait for the next one.
+    for _ in 0..200 {
+        if checkpoint.exists() && dir.path().join("checkpoint.prev.bin").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // With both checkpoints damaged and the WAL's start pruned, it refuses to start rather
     // than serve a wrong chain.
     seq.kill();
