@@ -303,6 +303,25 @@ pub fn prepare(kind: Kind, seed: u64, n_accounts: usize, n_txs: usize) -> Prepar
 mod tests {
     use super::*;
 
+    /// Calls a view of `to` as `caller` and decodes the uint256 it returns.
+    fn read_uint(state: &MemState, caller: Address, to: Address, data: Vec<u8>) -> U256 {
+        let tx = TxEnv {
+            caller,
+            kind: TxKind::Call(to),
+            data: data.into(),
+            gas_limit: 100_000,
+            chain_id: Some(CHAIN_ID),
+            ..Default::default()
+        };
+        let mut evm = sequencer::exec::new_evm(
+            Overlay::new(state, NoBlockHashes),
+            SpecId::OSAKA,
+            CHAIN_ID,
+            Default::default(),
+        );
+        U256::abi_decode(&evm.transact_commit(tx).unwrap().into_output().unwrap()).unwrap()
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_transactions() {
         let a = prepare(Kind::Erc20, 7, 50, 120);
@@ -319,23 +338,7 @@ mod tests {
             let p = prepare(kind, 2, 10, 10);
             let state = MemState::from_genesis(&p.alloc);
             let pool = pool_address(pool_of(kind, 7));
-            let read = |data: Vec<u8>| {
-                let tx = TxEnv {
-                    caller: p.addresses[7],
-                    kind: TxKind::Call(pool),
-                    data: data.into(),
-                    gas_limit: 100_000,
-                    chain_id: Some(CHAIN_ID),
-                    ..Default::default()
-                };
-                let mut evm = sequencer::exec::new_evm(
-                    Overlay::new(&state, NoBlockHashes),
-                    SpecId::OSAKA,
-                    CHAIN_ID,
-                    Default::default(),
-                );
-                U256::abi_decode(&evm.transact_commit(tx).unwrap().into_output().unwrap()).unwrap()
-            };
+            let read = |data: Vec<u8>| read_uint(&state, p.addresses[7], pool, data);
             assert_eq!(read(reserve0Call {}.abi_encode()), U256::from(POOL_RESERVE));
             assert_eq!(
                 read(balance0Call { trader: p.addresses[7] }.abi_encode()),
@@ -348,25 +351,7 @@ mod tests {
     fn the_token_genesis_holds_every_balance() {
         let p = prepare(Kind::Erc20, 1, 20, 20);
         let state = MemState::from_genesis(&p.alloc);
-        let call = |data: Vec<u8>| {
-            let tx = TxEnv {
-                caller: p.addresses[0],
-                kind: TxKind::Call(TOKEN),
-                data: data.into(),
-                gas_limit: 100_000,
-                chain_id: Some(CHAIN_ID),
-                nonce: 0,
-                ..Default::default()
-            };
-            let mut evm = sequencer::exec::new_evm(
-                Overlay::new(&state, NoBlockHashes),
-                SpecId::OSAKA,
-                CHAIN_ID,
-                Default::default(),
-            );
-            let out = evm.transact_commit(tx).unwrap().into_output().unwrap();
-            U256::abi_decode(&out).unwrap()
-        };
+        let call = |data: Vec<u8>| read_uint(&state, p.addresses[0], TOKEN, data);
         assert_eq!(
             call(balanceOfCall { account: p.addresses[19] }.abi_encode()),
             U256::from(TOKEN_BALANCE)

@@ -9,6 +9,36 @@ use bench::{
     workload::{self, Kind},
 };
 
+/// A node over `prepared`'s genesis that has executed all its transactions, each checked
+/// with `check`.
+fn run_all(
+    prepared: &workload::Prepared,
+    check: impl Fn(&sequencer::chain::ExecutedTx),
+) -> (std::sync::Arc<sequencer::Node>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sequencer::Config::default();
+    config.storage.datadir = Some(dir.path().to_path_buf());
+    let node =
+        sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone())).unwrap();
+    for result in node.submit_batch(prepared.txs.to_vec()) {
+        result.unwrap();
+    }
+    for tx in prepared.txs.iter() {
+        let hash = alloy_primitives::keccak256(tx);
+        let executed = (0..500)
+            .find_map(|_| {
+                let found = node.chain.tx(&hash);
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                found
+            })
+            .expect("executed");
+        check(&executed);
+    }
+    (node, dir)
+}
+
 fn settings() -> RunSettings {
     RunSettings {
         block_time: Duration::from_millis(100),
@@ -39,29 +69,10 @@ fn an_erc20_run_moves_exactly_the_tokens_it_should() {
     // 45 transfers among 30 accounts: the first 15 send twice, the others once.
     let (n, count) = (30usize, 45usize);
     let prepared = workload::prepare(Kind::Erc20, 5, n, count);
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = sequencer::Config::default();
-    config.storage.datadir = Some(dir.path().to_path_buf());
-    config.metrics.enabled = false;
-    let node =
-        sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone())).unwrap();
-    for result in node.submit_batch(prepared.txs.to_vec()) {
-        result.unwrap();
-    }
-    for tx in prepared.txs.iter() {
-        let hash = alloy_primitives::keccak256(tx);
-        let executed = (0..500)
-            .find_map(|_| {
-                let found = node.chain.tx(&hash);
-                if found.is_none() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                found
-            })
-            .expect("executed");
+    let (node, _dir) = run_all(&prepared, |executed| {
         assert!(executed.success);
         assert_eq!(executed.logs.len(), 1, "one Transfer event");
-    }
+    });
     let mut expected = vec![U256::from(workload::TOKEN_BALANCE); n];
     for k in 0..count {
         let from = k % n;
@@ -93,29 +104,10 @@ fn latency_measures_every_transfer_with_both_methods() {
 fn every_transaction_of_every_workload_succeeds_with_its_event() {
     for (kind, logs) in [(Kind::Eth, 0), (Kind::Erc20, 1), (Kind::Amm, 1), (Kind::AmmHot, 1)] {
         let prepared = workload::prepare(kind, 9, 30, 60);
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = sequencer::Config::default();
-        config.storage.datadir = Some(dir.path().to_path_buf());
-        let node =
-            sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone()))
-                .unwrap();
-        for result in node.submit_batch(prepared.txs.to_vec()) {
-            result.unwrap();
-        }
-        for tx in prepared.txs.iter() {
-            let hash = alloy_primitives::keccak256(tx);
-            let executed = (0..500)
-                .find_map(|_| {
-                    let found = node.chain.tx(&hash);
-                    if found.is_none() {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    found
-                })
-                .expect("executed");
+        let (node, _dir) = run_all(&prepared, |executed| {
             assert!(executed.success, "{kind:?} transaction reverted");
             assert_eq!(executed.logs.len(), logs, "{kind:?}");
-        }
+        });
         node.shutdown();
     }
 }

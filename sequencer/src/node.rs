@@ -524,13 +524,20 @@ impl Builder {
             checkpoint: None,
         });
         let env = BlockEnvParams { number: 1, ..genesis_env };
-        node.chain.set_open_block(OpenBlock {
-            number: 1,
-            timestamp: env.timestamp,
-            base_fee: env.base_fee,
-            ..Default::default()
-        });
-        Self {
+        Self::at(node, wal, committer, prunable, env, 0, B256::ZERO)
+    }
+
+    /// A builder about to build the block of `env`, after `mini_number` mini-blocks.
+    fn at(
+        node: Arc<Node>,
+        wal: Wal,
+        committer: Committer,
+        prunable: Arc<AtomicU64>,
+        env: BlockEnvParams,
+        mini_number: u64,
+        last_mini_hash: B256,
+    ) -> Self {
+        let builder = Self {
             node,
             wal,
             prunable,
@@ -543,9 +550,21 @@ impl Builder {
             block_gas: 0,
             block_logs: 0,
             mini_index: 0,
-            mini_number: 0,
-            last_mini_hash: B256::ZERO,
-        }
+            mini_number,
+            last_mini_hash,
+        };
+        builder.publish_open_block();
+        builder
+    }
+
+    /// Tells readers which block is being built.
+    fn publish_open_block(&self) {
+        self.node.chain.set_open_block(OpenBlock {
+            number: self.env.number,
+            timestamp: self.env.timestamp,
+            base_fee: self.env.base_fee,
+            ..Default::default()
+        });
     }
 
     /// A builder that goes on after checkpoint `c` (its state is already in `node.state`).
@@ -556,28 +575,7 @@ impl Builder {
         prunable: Arc<AtomicU64>,
         c: &Checkpoint,
     ) -> Self {
-        node.chain.set_open_block(OpenBlock {
-            number: c.next_env.number,
-            timestamp: c.next_env.timestamp,
-            base_fee: c.next_env.base_fee,
-            ..Default::default()
-        });
-        Self {
-            node,
-            wal,
-            prunable,
-            committer: Some(committer),
-            env: c.next_env,
-            block_started: Instant::now(),
-            block_txs: Vec::new(),
-            block_diff: StateDiff::default(),
-            block_wiped: Vec::new(),
-            block_gas: 0,
-            block_logs: 0,
-            mini_index: 0,
-            mini_number: c.mini_number,
-            last_mini_hash: c.last_mini_hash,
-        }
+        Self::at(node, wal, committer, prunable, c.next_env, c.mini_number, c.last_mini_hash)
     }
 
     /// Re-executes WAL records; returns how many were replayed.
@@ -622,12 +620,7 @@ impl Builder {
         }
         // The block after a restart is stamped now, not when the last one before it sealed.
         self.env.timestamp = self.env.timestamp.max(now_ms() / 1000);
-        self.node.chain.set_open_block(OpenBlock {
-            number: self.env.number,
-            timestamp: self.env.timestamp,
-            base_fee: self.env.base_fee,
-            ..Default::default()
-        });
+        self.publish_open_block();
         self.open_next_block_timer();
         Ok(records.len())
     }
@@ -798,12 +791,7 @@ impl Builder {
         self.block_gas = 0;
         self.block_logs = 0;
         self.mini_index = 0;
-        self.node.chain.set_open_block(OpenBlock {
-            number: self.env.number,
-            timestamp: self.env.timestamp,
-            base_fee,
-            ..Default::default()
-        });
+        self.publish_open_block();
         metrics::gauge!("sequencer_block_number").set(self.env.number as f64 - 1.0);
         true
     }
