@@ -45,17 +45,28 @@ impl StateDiff {
     }
 
     /// Folds `later` into `self`, as if both had been applied in order.
-    pub fn merge(&mut self, later: StateDiff) {
-        for (address, diff) in later.accounts {
-            let entry = self.accounts.entry(address).or_default();
+    pub fn merge(&mut self, later: &StateDiff) {
+        for (address, diff) in &later.accounts {
+            let entry = self.accounts.entry(*address).or_default();
             if diff.storage_cleared {
                 entry.storage.clear();
                 entry.storage_cleared = true;
             }
             entry.info = diff.info;
-            entry.storage.extend(diff.storage);
+            entry.storage.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
         }
-        self.codes.extend(later.codes);
+        for (hash, code) in &later.codes {
+            self.codes.entry(*hash).or_insert_with(|| code.clone());
+        }
+    }
+
+    /// The diffs folded in order into one.
+    pub fn merged<'a>(diffs: impl IntoIterator<Item = &'a StateDiff>) -> StateDiff {
+        let mut out = StateDiff::default();
+        for diff in diffs {
+            out.merge(diff);
+        }
+        out
     }
 
     /// Number of storage slots written.
@@ -93,7 +104,7 @@ mod tests {
                 storage: [(U256::from(3), U256::from(30))].into(),
             },
         );
-        first.merge(second);
+        first.merge(&second);
         let merged = &first.accounts[&a];
         assert_eq!(merged.info, data(2));
         assert!(merged.storage_cleared);

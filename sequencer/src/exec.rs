@@ -63,11 +63,23 @@ pub fn new_evm<DB: Database>(
     chain_id: u64,
     block: BlockEnv,
 ) -> MainnetEvm<MainnetContext<DB>> {
+    new_evm_with(db, spec, chain_id, block, |_| {})
+}
+
+/// As [`new_evm`], with further configuration (e.g. the relaxed checks of `eth_call`).
+pub fn new_evm_with<DB: Database>(
+    db: DB,
+    spec: SpecId,
+    chain_id: u64,
+    block: BlockEnv,
+    configure: impl FnOnce(&mut revm::context::CfgEnv),
+) -> MainnetEvm<MainnetContext<DB>> {
     Context::mainnet()
         .with_db(db)
         .modify_cfg_chained(|cfg| {
             cfg.chain_id = chain_id;
             cfg.set_spec_and_mainnet_gas_params(spec);
+            configure(cfg);
         })
         .with_block(block)
         .build_mainnet()
@@ -193,14 +205,6 @@ pub fn simulate<H: BlockHashes>(
 ) -> Result<revm::context_interface::result::ExecResultAndState<ExecutionResult>, String> {
     use revm::ExecuteEvm;
     let overlay = Overlay::new(state, hashes);
-    let mut evm = Context::mainnet()
-        .with_db(overlay)
-        .modify_cfg_chained(|cfg| {
-            cfg.chain_id = rules.chain_id;
-            cfg.set_spec_and_mainnet_gas_params(rules.spec);
-            configure(cfg);
-        })
-        .with_block(block)
-        .build_mainnet();
+    let mut evm = new_evm_with(overlay, rules.spec, rules.chain_id, block, configure);
     evm.transact(tx).map_err(|e| execution_error_message(&e))
 }

@@ -486,7 +486,7 @@ struct Builder {
     env: BlockEnvParams,
     block_started: Instant,
     block_txs: Vec<Arc<ExecutedTx>>,
-    block_diff: StateDiff,
+    block_diffs: Vec<Arc<StateDiff>>,
     block_wiped: Vec<(Address, U256)>,
     block_gas: u64,
     block_logs: u64,
@@ -519,7 +519,7 @@ impl Builder {
             txs: Vec::new(),
             gas_used: 0,
             mini_block_count: 0,
-            diff,
+            diffs: vec![Arc::new(diff)],
             wiped,
             checkpoint: None,
         });
@@ -545,7 +545,7 @@ impl Builder {
             env,
             block_started: Instant::now(),
             block_txs: Vec::new(),
-            block_diff: StateDiff::default(),
+            block_diffs: Vec::new(),
             block_wiped: Vec::new(),
             block_gas: 0,
             block_logs: 0,
@@ -709,7 +709,7 @@ impl Builder {
             }));
         }
         let diff = Arc::new(diff);
-        self.block_diff.merge((*diff).clone());
+        self.block_diffs.push(diff.clone());
         self.block_txs.extend(txs.iter().cloned());
         self.node.chain.push_mini_block(Arc::new(MiniBlock {
             number: self.mini_number,
@@ -742,7 +742,7 @@ impl Builder {
             txs: std::mem::take(&mut self.block_txs),
             gas_used: self.block_gas,
             mini_block_count: self.mini_index,
-            diff: std::mem::take(&mut self.block_diff),
+            diffs: std::mem::take(&mut self.block_diffs),
             wiped: std::mem::take(&mut self.block_wiped),
             checkpoint: None,
         };

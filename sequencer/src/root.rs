@@ -50,8 +50,9 @@ pub struct BlockToSeal {
     pub gas_used: u64,
     /// Mini-blocks it holds.
     pub mini_block_count: u32,
-    /// All state changes of the block.
-    pub diff: StateDiff,
+    /// The state changes of the block, one diff per mini-block in order (folded into one on
+    /// the committer thread, off the execution path).
+    pub diffs: Vec<Arc<StateDiff>>,
     /// Slots that existed before and were wiped by an account deletion or re-creation.
     pub wiped: Vec<(Address, U256)>,
     /// The state at the end of this block, to be written as the checkpoint once the block is
@@ -294,7 +295,8 @@ fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, 
     let mut parent_hash = sink.chain.head().map(|b| b.hash).unwrap_or_default();
     for block in rx {
         let started = Instant::now();
-        let ops = nomt_ops(&block.diff, &block.wiped);
+        let diff = StateDiff::merged(block.diffs.iter().map(|d| d.as_ref()));
+        let ops = nomt_ops(&diff, &block.wiped);
         let keys = ops.len();
         let session = nomt.begin_session(SessionParams::default());
         let root = match session.finish(ops).and_then(|finished| {

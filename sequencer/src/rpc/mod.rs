@@ -30,26 +30,27 @@ type RpcResult<T> = Result<T, ErrorObjectOwned>;
 /// The version string `web3_clientVersion` returns.
 pub const CLIENT_VERSION: &str = concat!("sequencer/v", env!("CARGO_PKG_VERSION"), "/rust");
 
-/// Subscription ids as geth writes them: `0x` and 32 hex digits.
+/// Subscription ids as geth writes them: `0x` and 32 hex digits. Each is a counter hashed with
+/// two process-random keys, so ids are unique and not guessable from one another.
 #[derive(Debug)]
-struct HexIds;
+struct HexIds {
+    keys: [std::collections::hash_map::RandomState; 2],
+    next: std::sync::atomic::AtomicU64,
+}
 
-impl IdProvider for HexIds {
-    fn next_id(&self) -> SubscriptionId<'static> {
-        let bytes: [u8; 16] = rand_bytes();
-        SubscriptionId::Str(format!("0x{}", alloy_primitives::hex::encode(bytes)).into())
+impl HexIds {
+    fn new() -> Self {
+        Self { keys: [Default::default(), Default::default()], next: Default::default() }
     }
 }
 
-fn rand_bytes() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = [0u8; 16];
-    for chunk in out.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().elapsed().map(|d| d.as_nanos()).unwrap_or(0));
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
+impl IdProvider for HexIds {
+    fn next_id(&self) -> SubscriptionId<'static> {
+        use std::hash::BuildHasher;
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let [a, b] = &self.keys;
+        SubscriptionId::Str(format!("0x{:016x}{:016x}", a.hash_one(n), b.hash_one(n)).into())
     }
-    out
 }
 
 /// Starts the server on `addr`; returns the bound address and the handle that stops it.
@@ -63,7 +64,7 @@ pub async fn serve(
         .max_response_body_size(rpc.max_response_size)
         .max_connections(rpc.max_connections)
         .set_batch_request_config(BatchRequestConfig::Limit(rpc.max_batch_len))
-        .set_id_provider(HexIds)
+        .set_id_provider(HexIds::new())
         .build();
     // Browser dapps and wallets call a local node from other origins, as they do anvil.
     let cors = tower_http::cors::CorsLayer::new()
