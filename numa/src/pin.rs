@@ -1,0 +1,96 @@
+//! Pinning threads to the CPUs of a [`Plan`](crate::Plan).
+
+use std::sync::Arc;
+
+use crate::Plan;
+
+/// Pins the calling thread to one CPU (through `core_affinity`). Returns false if the OS
+/// refused (the CPU is offline or outside this process's allowed set).
+pub fn pin_to(cpu: usize) -> bool {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+}
+
+/// Restricts the calling thread to a set of CPUs (threads that may move among a role's cores,
+/// such as the RPC workers). An empty set leaves the thread as it is and returns false.
+pub fn pin_to_set(cpus: &[usize]) -> bool {
+    if cpus.is_empty() {
+        return false;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays within it for ids below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// CPUs the calling thread may run on.
+pub fn current_affinity() -> Vec<usize> {
+    // SAFETY: as in `pin_to_set`; the kernel fills the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// One rayon pool per node of the plan, each thread pinned to its CPU when `pin` is set and the
+/// plan is not shared.
+#[derive(Debug)]
+pub struct ExecutorPools {
+    pools: Vec<(usize, Arc<rayon::ThreadPool>)>,
+}
+
+impl ExecutorPools {
+    /// Builds the pools. A node without executors gets no pool.
+    pub fn build(plan: &Plan, pin: bool) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let pin = pin && !plan.shared;
+        let mut pools = Vec::new();
+        for pool in plan.executors.iter().filter(|p| !p.cpus.is_empty()) {
+            let cpus = pool.cpus.clone();
+            let node = pool.node;
+            let built = rayon::ThreadPoolBuilder::new()
+                .num_threads(cpus.len())
+                .thread_name(move |i| format!("exec-n{node}-{i}"))
+                .start_handler(move |i| {
+                    if pin && !pin_to(cpus[i]) {
+                        tracing::warn!(cpu = cpus[i], "cannot pin executor thread");
+                    }
+                })
+                .build()?;
+            pools.push((node, Arc::new(built)));
+        }
+        Ok(Self { pools })
+    }
+
+    /// The pools, by node.
+    pub fn pools(&self) -> &[(usize, Arc<rayon::ThreadPool>)] {
+        &self.pools
+    }
+
+    /// The pool of `node`, if it has one.
+    pub fn node(&self, node: usize) -> Option<&Arc<rayon::ThreadPool>> {
+        self.pools.iter().find(|(n, _)| *n == node).map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_on_this_host_changes_the_affinity() {
+        let cpu = *current_affinity().first().expect("some CPU is allowed");
+        std::thread::spawn(move || {
+            assert!(pin_to(cpu));
+            assert_eq!(current_affinity(), vec![cpu]);
+            assert!(!pin_to_set(&[]));
+        })
+        .join()
+        .unwrap();
+    }
+}
