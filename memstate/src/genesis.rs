@@ -62,7 +62,12 @@ impl MemState {
 
     /// A state holding exactly what `diff` creates from an empty state.
     pub fn from_diff(diff: &StateDiff) -> Self {
-        let state = MemState::new();
+        Self::from_diff_in(crate::Layout::default(), diff)
+    }
+
+    /// As [`MemState::from_diff`], laid out as asked.
+    pub fn from_diff_in(layout: crate::Layout, diff: &StateDiff) -> Self {
+        let state = MemState::with_layout(layout);
         let _new_state_wipes_nothing = state.apply(diff);
         state
     }

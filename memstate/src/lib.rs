@@ -6,8 +6,12 @@
 //! Ethereum MPT root used for conformance checks. It does no networking, starts no threads and
 //! knows nothing of blocks beyond a block-hash lookup ([`BlockHashes`]).
 //!
-//! Concurrency: one writer (the block builder) applies whole diffs under a short write lock;
-//! readers (RPC, executors) take the read lock per access, never across an execution. Readers
+//! Memory: the account tables are sharded by address and live in the numa crate's node arenas
+//! (huge pages when the host has them, bound to a node); see [`Layout`].
+//!
+//! Concurrency: one writer (the block builder) applies whole diffs under short write locks on
+//! every shard; readers (RPC, executors) take one shard's read lock per access, never across
+//! an execution. Readers
 //! that need one consistent view across many accesses (an `eth_call`) read the [`MemState::version`]
 //! before and after and retry if a diff landed in between (see [`MemState::consistent`]).
 
@@ -20,7 +24,7 @@ mod state;
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay};
-pub use state::{Account, MemState, StateError};
+pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, Storage};
 
 /// Keccak-256 of empty code, the code hash of every account without code.
 pub use revm::primitives::KECCAK_EMPTY;

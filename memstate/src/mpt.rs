@@ -12,7 +12,7 @@ impl MemState {
         let mut accounts = Vec::with_capacity(self.account_count());
         self.for_each_account(|address, account| {
             let storage_root = root::storage_root_unsorted(
-                account.storage.iter().map(|(slot, value)| (keccak256(B256::from(*slot)), *value)),
+                account.storage().map(|(slot, value)| (keccak256(B256::from(*slot)), *value)),
             );
             accounts.push((
                 keccak256(address),

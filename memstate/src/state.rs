@@ -1,16 +1,49 @@
-//! The state tables.
+//! The state tables: accounts (each with its storage) in shards by address, code by hash.
+//!
+//! Shards are hashbrown tables whose memory comes from the numa crate's node arenas (huge
+//! pages when the host has them, bound to the node); shard `i` lives on node
+//! `nodes[i % nodes.len()]`, so a node's executors can be given the addresses whose shards are
+//! local. Each shard has its own lock, so readers on many cores do not share one lock word.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    hash::{BuildHasher, Hasher},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use alloy_primitives::{Address, B256, Bytes, U256};
-use parking_lot::RwLock;
+use numa::NodeAlloc;
+use parking_lot::{RwLock, RwLockReadGuard};
 use revm::state::Bytecode;
 
 use crate::diff::{AccountData, StateDiff};
 
+/// Hashes table keys with foldhash under a seed drawn once per process, so that keys chosen by
+/// users (storage slots) cannot be aimed at one bucket. Zero-sized: tables do not store it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyHasher;
+
+impl BuildHasher for KeyHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x5eed);
+            h.finish()
+        });
+        foldhash::fast::FixedState::with_seed(seed).build_hasher()
+    }
+}
+
+/// One account's storage: non-zero slots.
+pub type Storage = hashbrown::HashMap<U256, U256, KeyHasher, NodeAlloc>;
+
 /// One account with its storage.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Account {
     /// Transaction count.
     pub nonce: u64,
@@ -18,13 +51,61 @@ pub struct Account {
     pub balance: U256,
     /// Hash of the account's code.
     pub code_hash: B256,
-    /// Non-zero storage slots.
-    pub storage: HashMap<U256, U256>,
+    /// Non-zero storage slots; `None` (8 bytes instead of a table) for the many accounts that
+    /// have none.
+    storage: Option<allocator_api2::boxed::Box<Storage, NodeAlloc>>,
 }
+
+impl PartialEq for Account {
+    fn eq(&self, other: &Self) -> bool {
+        self.data() == other.data() && self.storage_len() == other.storage_len() && {
+            self.storage().all(|(k, v)| other.slot(k) == *v)
+        }
+    }
+}
+
+impl Eq for Account {}
 
 impl Account {
     fn data(&self) -> AccountData {
         AccountData { nonce: self.nonce, balance: self.balance, code_hash: self.code_hash }
+    }
+
+    /// Its non-zero storage slots, in no particular order.
+    pub fn storage(&self) -> impl Iterator<Item = (&U256, &U256)> {
+        self.storage.iter().flat_map(|s| s.iter())
+    }
+
+    /// Number of non-zero slots.
+    pub fn storage_len(&self) -> usize {
+        self.storage.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// A slot's value (zero when unset).
+    pub fn slot(&self, slot: &U256) -> U256 {
+        self.storage.as_ref().and_then(|s| s.get(slot).copied()).unwrap_or_default()
+    }
+
+    fn set_slot(&mut self, alloc: NodeAlloc, slot: U256, value: U256) {
+        if value.is_zero() {
+            if let Some(storage) = &mut self.storage {
+                storage.remove(&slot);
+            }
+        } else {
+            self.storage
+                .get_or_insert_with(|| {
+                    allocator_api2::boxed::Box::new_in(
+                        Storage::with_hasher_in(KeyHasher, alloc),
+                        alloc,
+                    )
+                })
+                .insert(slot, value);
+        }
+    }
+
+    /// Removes every slot, returning their keys.
+    fn take_slots(&mut self) -> Vec<U256> {
+        self.storage.take().map(|s| s.keys().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -38,33 +119,120 @@ pub enum StateError {
 
 impl revm::database_interface::DBErrorMarker for StateError {}
 
-#[derive(Default)]
-struct Tables {
-    accounts: HashMap<Address, Account>,
-    codes: HashMap<B256, Bytecode>,
+type AccountTable = hashbrown::HashMap<Address, Account, KeyHasher, NodeAlloc>;
+
+struct Shard {
+    accounts: AccountTable,
+    alloc: NodeAlloc,
+}
+
+/// How the tables are spread over memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Number of account shards, a power of two.
+    pub shards: usize,
+    /// Nodes whose arenas hold the shards, round-robin. Never empty.
+    pub nodes: Vec<usize>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self { shards: 64, nodes: vec![0] }
+    }
+}
+
+/// Sizes of the state, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryReport {
+    /// Accounts.
+    pub accounts: u64,
+    /// Non-zero storage slots.
+    pub slots: u64,
+    /// Distinct contract codes.
+    pub codes: u64,
+    /// Bytes held in the node arenas of this state's nodes (every table in the process that
+    /// uses those arenas counts).
+    pub arena_bytes: u64,
+    /// Per node: what its arena has mapped, by page kind.
+    pub arenas: Vec<numa::ArenaStats>,
 }
 
 /// The whole state, in memory, shared between one writer and many readers.
-#[derive(Default)]
 pub struct MemState {
-    tables: RwLock<Tables>,
-    /// Bumped under the write lock by every [`MemState::apply`].
+    shards: Box<[RwLock<Shard>]>,
+    codes: RwLock<hashbrown::HashMap<B256, Bytecode, KeyHasher>>,
+    layout: Layout,
+    /// Bumped while every shard is write-locked by [`MemState::apply`].
     version: AtomicU64,
+}
+
+impl Default for MemState {
+    fn default() -> Self {
+        Self::with_layout(Layout::default())
+    }
 }
 
 impl std::fmt::Debug for MemState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemState").field("version", &self.version()).finish_non_exhaustive()
+        f.debug_struct("MemState")
+            .field("version", &self.version())
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
     }
 }
 
-/// How many optimistic attempts [`MemState::consistent`] makes before it holds the read lock.
+/// How many optimistic attempts [`MemState::consistent`] makes before it holds the read locks.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
 impl MemState {
-    /// An empty state.
+    /// An empty state with the default layout (64 shards on node 0).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty state laid out as asked. A layout with no nodes uses node 0; the shard count is
+    /// rounded up to a power of two.
+    pub fn with_layout(mut layout: Layout) -> Self {
+        if layout.nodes.is_empty() {
+            layout.nodes.push(0);
+        }
+        layout.shards = layout.shards.max(1).next_power_of_two();
+        let shards = (0..layout.shards)
+            .map(|i| {
+                let alloc = NodeAlloc::node(layout.nodes[i % layout.nodes.len()]);
+                RwLock::new(Shard {
+                    accounts: AccountTable::with_hasher_in(KeyHasher, alloc),
+                    alloc,
+                })
+            })
+            .collect();
+        Self {
+            shards,
+            codes: RwLock::new(hashbrown::HashMap::with_hasher(KeyHasher)),
+            layout,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The shard an address lives in. Addresses are hashes (or small numbers), so their last
+    /// bytes spread evenly.
+    pub fn shard_of(&self, address: &Address) -> usize {
+        let tail = u16::from_be_bytes([address[18], address[19]]) as usize;
+        tail & (self.shards.len() - 1)
+    }
+
+    /// The node whose memory holds `address`'s account.
+    pub fn node_of(&self, address: &Address) -> usize {
+        self.layout.nodes[self.shard_of(address) % self.layout.nodes.len()]
+    }
+
+    fn shard(&self, address: &Address) -> RwLockReadGuard<'_, Shard> {
+        self.shards[self.shard_of(address)].read_recursive()
     }
 
     /// Number of diffs applied so far; changes whenever the state does.
@@ -74,17 +242,12 @@ impl MemState {
 
     /// The account's fields, or `None` if it does not exist.
     pub fn account(&self, address: &Address) -> Option<AccountData> {
-        self.tables.read_recursive().accounts.get(address).map(Account::data)
+        self.shard(address).accounts.get(address).map(Account::data)
     }
 
     /// A storage slot's value (zero when unset or the account does not exist).
     pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
-        self.tables
-            .read_recursive()
-            .accounts
-            .get(address)
-            .and_then(|a| a.storage.get(slot).copied())
-            .unwrap_or_default()
+        self.shard(address).accounts.get(address).map(|a| a.slot(slot)).unwrap_or_default()
     }
 
     /// Code by its hash.
@@ -92,23 +255,38 @@ impl MemState {
         if *hash == crate::KECCAK_EMPTY {
             return Some(Bytecode::default());
         }
-        self.tables.read_recursive().codes.get(hash).cloned()
+        self.codes.read_recursive().get(hash).cloned()
     }
 
     /// The code deployed at `address` (empty for accounts without code).
     pub fn code_at(&self, address: &Address) -> Bytes {
-        let tables = self.tables.read_recursive();
-        tables
-            .accounts
-            .get(address)
-            .and_then(|a| tables.codes.get(&a.code_hash))
-            .map(Bytecode::original_bytes)
-            .unwrap_or_default()
+        self.consistent(|| {
+            let hash = self.account(address)?.code_hash;
+            self.code_by_hash(&hash).map(|c| c.original_bytes())
+        })
+        .unwrap_or_default()
     }
 
     /// Number of accounts.
     pub fn account_count(&self) -> usize {
-        self.tables.read_recursive().accounts.len()
+        self.shards.iter().map(|s| s.read_recursive().accounts.len()).sum()
+    }
+
+    /// Counts and bytes, for reports and metrics.
+    pub fn memory_report(&self) -> MemoryReport {
+        let mut report = MemoryReport::default();
+        for shard in self.shards.iter() {
+            let shard = shard.read_recursive();
+            report.accounts += shard.accounts.len() as u64;
+            report.slots += shard.accounts.values().map(|a| a.storage_len() as u64).sum::<u64>();
+        }
+        report.codes = self.codes.read_recursive().len() as u64;
+        let mut nodes = self.layout.nodes.clone();
+        nodes.sort_unstable();
+        nodes.dedup();
+        report.arenas = nodes.iter().map(|&n| numa::NodeArena::of(n).stats()).collect();
+        report.arena_bytes = report.arenas.iter().map(|a| a.allocated).sum();
+        report
     }
 
     /// Runs `read` so that everything it reads comes from one version of the state: it retries
@@ -121,46 +299,45 @@ impl MemState {
                 return value;
             }
         }
-        let _held = self.tables.read_recursive();
+        let _held: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
         read()
     }
 
-    /// Applies a diff. Readers see all of it or none of it. Returns the slots that existed
-    /// before and were wiped because their account was deleted or re-created (a diff does not
-    /// list them, but a key-value commitment over the state must delete them).
+    /// Applies a diff. Readers see all of it or none of it: every shard is write-locked (in
+    /// order) for the duration. Returns the slots that existed before and were wiped because
+    /// their account was deleted or re-created (a diff does not list them, but a key-value
+    /// commitment over the state must delete them).
     pub fn apply(&self, diff: &StateDiff) -> Vec<(Address, U256)> {
         let mut wiped = Vec::new();
-        let mut tables = self.tables.write();
+        let mut codes = self.codes.write();
+        let mut shards: Vec<_> = self.shards.iter().map(|s| s.write()).collect();
         for (hash, code) in &diff.codes {
-            tables.codes.entry(*hash).or_insert_with(|| code.clone());
+            codes.entry(*hash).or_insert_with(|| code.clone());
         }
         for (address, change) in &diff.accounts {
+            let shard = &mut *shards[self.shard_of(address)];
             match &change.info {
                 None => {
-                    if let Some(old) = tables.accounts.remove(address) {
-                        wiped.extend(old.storage.into_keys().map(|slot| (*address, slot)));
+                    if let Some(mut old) = shard.accounts.remove(address) {
+                        wiped.extend(old.take_slots().into_iter().map(|slot| (*address, slot)));
                     }
                 }
                 Some(info) => {
-                    let account = tables.accounts.entry(*address).or_default();
+                    let account = shard.accounts.entry(*address).or_default();
                     account.nonce = info.nonce;
                     account.balance = info.balance;
                     account.code_hash = info.code_hash;
                     if change.storage_cleared {
                         wiped.extend(
                             account
-                                .storage
-                                .drain()
-                                .map(|(slot, _)| (*address, slot))
-                                .filter(|key| !change.storage.contains_key(&key.1)),
+                                .take_slots()
+                                .into_iter()
+                                .filter(|slot| !change.storage.contains_key(slot))
+                                .map(|slot| (*address, slot)),
                         );
                     }
                     for (slot, value) in &change.storage {
-                        if value.is_zero() {
-                            account.storage.remove(slot);
-                        } else {
-                            account.storage.insert(*slot, *value);
-                        }
+                        account.set_slot(shard.alloc, *slot, *value);
                     }
                 }
             }
@@ -169,11 +346,14 @@ impl MemState {
         wiped
     }
 
-    /// Calls `f` for every account, in no particular order, under the read lock.
+    /// Calls `f` for every account, in no particular order, under every shard's read lock (so
+    /// it sees one version of the state).
     pub fn for_each_account(&self, mut f: impl FnMut(&Address, &Account)) {
-        let tables = self.tables.read_recursive();
-        for (address, account) in &tables.accounts {
-            f(address, account);
+        let held: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
+        for shard in &held {
+            for (address, account) in &shard.accounts {
+                f(address, account);
+            }
         }
     }
 }
@@ -212,5 +392,42 @@ mod tests {
         assert_eq!(state.apply(&delete), vec![(a, U256::from(1))]);
         assert_eq!(state.account(&a), None);
         assert_eq!(state.storage(&a, &U256::from(1)), U256::ZERO);
+    }
+
+    #[test]
+    fn shards_spread_over_nodes_and_memory_is_reported() {
+        let state = MemState::with_layout(Layout { shards: 6, nodes: vec![0, 1] });
+        assert_eq!(state.layout().shards, 8, "rounded up to a power of two");
+        let mut diff = StateDiff::default();
+        for i in 0..1000u64 {
+            let address = Address::left_padding_from(&i.to_be_bytes());
+            let storage = (0..(i % 3)).map(|s| (U256::from(s), U256::from(i + 1))).collect();
+            diff.accounts.insert(
+                address,
+                AccountDiff {
+                    info: Some(AccountData {
+                        nonce: i,
+                        balance: U256::from(i),
+                        code_hash: crate::KECCAK_EMPTY,
+                    }),
+                    storage_cleared: false,
+                    storage,
+                },
+            );
+        }
+        state.apply(&diff);
+        let a = Address::left_padding_from(&5u64.to_be_bytes());
+        assert_eq!(state.shard_of(&a), 5);
+        assert_eq!(state.node_of(&a), 1);
+        assert_eq!(state.account(&a).unwrap().nonce, 5);
+        assert_eq!(state.storage(&a, &U256::from(1)), U256::from(6));
+        let report = state.memory_report();
+        assert_eq!(report.accounts, 1000);
+        assert_eq!(report.slots, (0..1000u64).map(|i| i % 3).sum::<u64>());
+        assert_eq!(report.arenas.len(), 2);
+        assert!(report.arena_bytes > 1000 * 100, "{report:?}");
+        let mut seen = 0;
+        state.for_each_account(|_, account| seen += account.storage_len());
+        assert_eq!(seen as u64, report.slots);
     }
 }

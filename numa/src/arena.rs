@@ -200,9 +200,8 @@ impl NodeArena {
         // Grow geometrically so that a large state needs few regions (mimalloc gives every
         // heap a thread-local slot), and always leave room for the request plus mimalloc's
         // own arena metadata.
-        let size = (settings.region_bytes << count.min(8))
-            .max(need.saturating_mul(2))
-            .max(2 * min_arena);
+        let size =
+            (settings.region_bytes << count.min(8)).max(need.saturating_mul(2)).max(2 * min_arena);
         let node = settings.bind.then_some(self.node);
         let region = Region::map(size, settings.huge_pages, node).ok()?;
         let kind = region.kind();

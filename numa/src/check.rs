@@ -13,9 +13,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    HostConfig, HostReport, MemoryConfig, Plan, Profile,
-    config::HugePages,
-    probe::page_name,
+    HostConfig, HostReport, MemoryConfig, Plan, Profile, config::HugePages, probe::page_name,
 };
 
 /// How serious a finding is.
@@ -104,20 +102,14 @@ pub fn check(
                     ),
                 );
             }
-            let missing: Vec<usize> = plan
-                .process_cpus()
-                .into_iter()
-                .filter(|c| !report.allowed_cpus.contains(c))
-                .collect();
-            if host.pin && !plan.shared && !missing.is_empty() && topo.root == Path::new("/sys") {
+            if !report.excluded_cpus.is_empty() {
                 push(
-                    unmet,
+                    Level::Warn,
                     "affinity",
                     format!(
-                        "the plan pins to cpus {} that this process may not use (cgroup or \
-                         taskset mask {})",
-                        crate::cpulist::format(&missing),
-                        crate::cpulist::format(&report.allowed_cpus)
+                        "cpus {} are outside this process's affinity mask (taskset or cgroup \
+                         cpuset): planned without them",
+                        crate::cpulist::format(&report.excluded_cpus)
                     ),
                 );
             }
@@ -234,7 +226,11 @@ fn check_memory(
                 Ok(()) => push(
                     Level::Ok,
                     "huge_pages",
-                    format!("{} pages reserved for {} MiB per node", page_name(page), per_node >> 20),
+                    format!(
+                        "{} pages reserved for {} MiB per node",
+                        page_name(page),
+                        per_node >> 20
+                    ),
                 ),
                 Err(short) => push(
                     unmet,
@@ -320,7 +316,10 @@ fn check_datadir(
             Err(e) => push(
                 Level::Fail,
                 "datadir",
-                format!("cannot open a file with O_DIRECT in {} (NOMT needs it): {e}", existing.display()),
+                format!(
+                    "cannot open a file with O_DIRECT in {} (NOMT needs it): {e}",
+                    existing.display()
+                ),
             ),
         }
     }

@@ -122,7 +122,7 @@ impl Region {
                     return Ok(region);
                 }
                 Err(e) => {
-                    log_fallback_once(kind, &e);
+                    log_fallback_once(kind, policy, &e);
                     last_error = Some(e);
                 }
             }
@@ -146,7 +146,8 @@ impl Region {
                 // Over-map by one granule so the region can start on a 2 MiB boundary, which
                 // THP needs and mimalloc's arenas like; the slack is unmapped at once.
                 let total = len + kind.granule();
-                let raw = mmap(total, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)?;
+                let raw =
+                    mmap(total, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)?;
                 let aligned = (raw as usize).next_multiple_of(kind.granule());
                 let head = aligned - raw as usize;
                 let tail = total - head - len;
@@ -253,11 +254,7 @@ fn mmap(len: usize, flags: libc::c_int) -> std::io::Result<*mut u8> {
     let ptr = unsafe {
         libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0)
     };
-    if ptr == libc::MAP_FAILED {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(ptr.cast())
-    }
+    if ptr == libc::MAP_FAILED { Err(std::io::Error::last_os_error()) } else { Ok(ptr.cast()) }
 }
 
 fn bind(ptr: *mut u8, len: usize, node: usize, strict: bool) -> Binding {
@@ -287,12 +284,18 @@ fn bind(ptr: *mut u8, len: usize, node: usize, strict: bool) -> Binding {
     }
 }
 
-fn log_fallback_once(kind: PageKind, error: &std::io::Error) {
+fn log_fallback_once(kind: PageKind, policy: HugePages, error: &std::io::Error) {
     static SEEN: Mutex<Vec<PageKind>> = Mutex::new(Vec::new());
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     if !seen.contains(&kind) {
         seen.push(kind);
-        tracing::warn!(kind = kind.as_str(), %error, "cannot map state memory with these pages; falling back");
+        let message = "cannot map state memory with these pages; falling back";
+        if policy == HugePages::Auto {
+            // `auto` tries every kind by design: a host without reserved pages is normal.
+            tracing::info!(kind = kind.as_str(), %error, "{message}");
+        } else {
+            tracing::warn!(kind = kind.as_str(), %error, "{message}");
+        }
         metrics::counter!("numa_page_fallbacks_total", "kind" => kind.as_str()).increment(1);
     }
 }

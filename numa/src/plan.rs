@@ -65,11 +65,8 @@ impl Plan {
             topology.cpu_nodes().map(|n| n.id).collect()
         } else {
             for &id in &host.nodes {
-                let node = topology
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == id)
-                    .ok_or(PlanError::NoSuchNode(id))?;
+                let node =
+                    topology.nodes.iter().find(|n| n.id == id).ok_or(PlanError::NoSuchNode(id))?;
                 if node.cpus.is_empty() {
                     return Err(PlanError::MemoryOnlyNode(id));
                 }
@@ -105,15 +102,14 @@ impl Plan {
 
         let mut executors = Vec::new();
         for &node in &nodes {
-            let mut cpus = Vec::new();
-            let mut taken = 0;
-            for core in cores[next..].iter().filter(|c| c.node == node) {
-                if host.executors_per_node != 0 && taken == host.executors_per_node {
-                    break;
-                }
-                cpus.extend(executor_cpus(core));
-                taken += 1;
-            }
+            let limit =
+                if host.executors_per_node == 0 { usize::MAX } else { host.executors_per_node };
+            let mut cpus: Vec<usize> = cores[next..]
+                .iter()
+                .filter(|c| c.node == node)
+                .take(limit)
+                .flat_map(|c| executor_cpus(c))
+                .collect();
             if cpus.is_empty() {
                 notes.push(format!("node {node} runs no executor: its cores serve the services"));
             }

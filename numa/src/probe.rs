@@ -30,12 +30,26 @@ pub struct HostReport {
     pub allowed_cpus: Vec<usize>,
     /// True if the process runs as root.
     pub root: bool,
+    /// Online CPUs this process may not use, removed from `topology` (only when probing the
+    /// running host, whose affinity mask or cpuset applies).
+    pub excluded_cpus: Vec<usize>,
 }
 
 impl HostReport {
     /// Probes: topology from `sysfs` (normally `/sys`), everything else from this machine.
     pub fn probe(sysfs: &Path) -> Result<Self, TopologyError> {
-        let topology = Topology::read(sysfs)?;
+        let mut topology = Topology::read(sysfs)?;
+        let allowed_cpus = crate::pin::current_affinity();
+        let mut excluded_cpus = Vec::new();
+        if sysfs == Path::new("/sys") && !allowed_cpus.is_empty() {
+            excluded_cpus = topology
+                .nodes
+                .iter()
+                .flat_map(|n| n.cpus.iter().copied())
+                .filter(|c| !allowed_cpus.contains(c))
+                .collect();
+            topology.restrict_to(&allowed_cpus);
+        }
         let kernel = kernel_release();
         let kernel_version = parse_kernel_version(&kernel);
         let mut governors: Vec<(String, usize)> = Vec::new();
@@ -60,7 +74,8 @@ impl HostReport {
             memlock: memlock_limit(),
             governors,
             numa_balancing,
-            allowed_cpus: crate::pin::current_affinity(),
+            allowed_cpus,
+            excluded_cpus,
             // SAFETY: geteuid has no preconditions.
             root: unsafe { libc::geteuid() } == 0,
         })
@@ -109,7 +124,11 @@ impl HostReport {
                 node.mem_total.map(gib).unwrap_or_else(|| "?".into()),
                 node.mem_free.map(gib).unwrap_or_else(|| "?".into()),
                 node.distances,
-                if huge.is_empty() { String::new() } else { format!(", huge pages {}", huge.join(", ")) }
+                if huge.is_empty() {
+                    String::new()
+                } else {
+                    format!(", huge pages {}", huge.join(", "))
+                }
             );
         }
         for pool in &t.huge_pages {
@@ -142,13 +161,24 @@ impl HostReport {
             if self.governors.is_empty() {
                 "no cpufreq (fixed frequency or VM)".to_string()
             } else {
-                self.governors.iter().map(|(g, n)| format!("{g} ({n} cpus)")).collect::<Vec<_>>().join(", ")
+                self.governors
+                    .iter()
+                    .map(|(g, n)| format!("{g} ({n} cpus)"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
         if let Some(on) = self.numa_balancing {
             let _ = writeln!(out, "numa balancing {}", if on { "on" } else { "off" });
         }
         let _ = writeln!(out, "allowed cpus   {}", crate::cpulist::format(&self.allowed_cpus));
+        if !self.excluded_cpus.is_empty() {
+            let _ = writeln!(
+                out,
+                "               (cpus {} are outside this process's affinity and left out above)",
+                crate::cpulist::format(&self.excluded_cpus)
+            );
+        }
         out
     }
 }

@@ -197,6 +197,18 @@ impl Topology {
         })
     }
 
+    /// Keeps only `allowed` CPUs (a process's affinity mask, e.g. a container's cpuset), dropping
+    /// cores left without CPUs. Nodes stay, possibly without CPUs.
+    pub fn restrict_to(&mut self, allowed: &[usize]) {
+        for node in &mut self.nodes {
+            node.cpus.retain(|c| allowed.contains(c));
+        }
+        for core in &mut self.cores {
+            core.cpus.retain(|c| allowed.contains(c));
+        }
+        self.cores.retain(|core| !core.cpus.is_empty());
+    }
+
     /// Nodes that have CPUs (memory-only nodes excluded).
     pub fn cpu_nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| !n.cpus.is_empty())

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use numa::{
-    ExecutorPool, HostConfig, HostReport, HugePages, Level, MemoryConfig, Plan, PlanError,
-    Profile, StorageNeeds, ThpMode, Topology,
+    ExecutorPool, HostConfig, HostReport, HugePages, Level, MemoryConfig, Plan, PlanError, Profile,
+    StorageNeeds, ThpMode, Topology,
 };
 
 fn root(name: &str) -> PathBuf {
@@ -211,7 +211,10 @@ fn checks_cores_and_memory_size() {
     let found = findings("laptop", &server(), &MemoryConfig::default());
     assert_eq!(level_of(&found, "cores"), Level::Fail);
     let laptop = HostConfig { profile: Profile::Laptop, ..server() };
-    assert_eq!(level_of(&findings("laptop", &laptop, &MemoryConfig::default()), "cores"), Level::Warn);
+    assert_eq!(
+        level_of(&findings("laptop", &laptop, &MemoryConfig::default()), "cores"),
+        Level::Warn
+    );
 
     let huge_state = MemoryConfig { expected_state_mib: 64 * 1024, ..MemoryConfig::default() };
     let found = findings("laptop", &HostConfig::default(), &huge_state);

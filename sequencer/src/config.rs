@@ -52,6 +52,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[storage]`: where and how data is kept.
     pub storage: StorageConfig,
+    /// `[host]`: where threads run (see the `numa` crate and `tuning plan`).
+    pub host: numa::HostConfig,
+    /// `[memory]`: how state memory is placed (huge pages, nodes, shards).
+    pub memory: numa::MemoryConfig,
 }
 
 /// `[chain]`.
@@ -229,6 +233,8 @@ pub struct StorageConfig {
     pub nomt_buckets: u32,
     /// NOMT commit threads. Default 1.
     pub nomt_commit_concurrency: usize,
+    /// NOMT io_uring worker threads. Default 3 (NOMT's own default).
+    pub nomt_io_workers: usize,
     /// fsync the WAL before receipts are released. Turning it off loses acknowledged
     /// transactions on power loss; only for throwaway chains. Default true.
     pub fsync: bool,
@@ -243,6 +249,7 @@ impl Default for StorageConfig {
             datadir: None,
             nomt_buckets: 16_384,
             nomt_commit_concurrency: 1,
+            nomt_io_workers: 3,
             fsync: true,
             checkpoint_interval: 600,
         }
@@ -299,6 +306,12 @@ impl Config {
         }
         if self.storage.nomt_commit_concurrency == 0 {
             return invalid("storage.nomt_commit_concurrency", "must be at least 1");
+        }
+        if self.storage.nomt_io_workers == 0 {
+            return invalid("storage.nomt_io_workers", "must be at least 1");
+        }
+        if let Err((key, reason)) = self.memory.validate() {
+            return Err(ConfigError::Invalid { key, reason });
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 pub mod exec;
 mod frame;
+pub mod host;
 pub mod node;
 pub mod pool;
 pub mod root;

@@ -8,6 +8,7 @@ use sequencer::{
     Config, Node,
     config::duration_str,
     dev::{DEV_ACCOUNTS, DEV_MNEMONIC, dev_balance},
+    host::Placement,
     rpc,
 };
 
@@ -99,14 +100,46 @@ fn main() -> ExitCode {
         print!("{}", toml::to_string_pretty(&config).expect("config serializes"));
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Probe and check the host first, so that a host that cannot run this config is refused
+    // before anything starts and the RPC threads are pinned from their first instruction.
+    let datadir = sequencer::host::intended_datadir(&config, cli.dev);
+    let placement = match Placement::prepare(&config, datadir.as_deref()) {
+        Ok(placement) => placement,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(cpus) = placement.executor_cpus() {
+        // The shared worker pool (sender recovery) runs one thread per executor CPU.
+        let pinned = cpus.clone();
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus.len())
+            .start_handler(move |i| {
+                numa::pin_to(pinned[i]);
+            })
+            .build_global();
+        if let Err(err) = built {
+            tracing::warn!(%err, "cannot set up the pinned worker pool");
+        }
+    }
+    let rpc_cpus = placement.rpc_cpus();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(cpus) = &rpc_cpus {
+        runtime.worker_threads(cpus.len());
+    }
+    let runtime = runtime
+        .enable_all()
+        .on_thread_start(move || sequencer::host::pin_current("rpc", rpc_cpus.as_deref()))
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.dev, config)) {
+    match runtime.block_on(run(cli.dev, config, placement)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -115,7 +148,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(dev: bool, config: Config) -> Result<(), String> {
+async fn run(dev: bool, config: Config, placement: Placement) -> Result<(), String> {
     let started = Instant::now();
     if config.metrics.enabled {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -128,10 +161,11 @@ async fn run(dev: bool, config: Config) -> Result<(), String> {
             .map_err(|e| format!("metrics endpoint {}: {e}", config.metrics.addr))?;
     }
     let rpc_addr = config.rpc.addr;
-    let node = tokio::task::spawn_blocking(move || Node::start(config, dev))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let node =
+        tokio::task::spawn_blocking(move || Node::start_placed(config, dev, None, placement))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     let (bound, handle) = rpc::serve(node.clone(), rpc_addr)
         .await
         .map_err(|e| format!("JSON-RPC server on {rpc_addr}: {e}"))?;

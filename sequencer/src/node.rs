@@ -22,6 +22,7 @@ use crate::{
     chain::{Chain, ExecutedTx, MiniBlock, OpenBlock},
     config::Config,
     exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
+    host::Placement,
     pool::Pool,
     root::{BlockToSeal, Checkpoints, Committer, NomtOptions, RootError},
     store::{BlockStore, Checkpoint, StoreError},
@@ -57,6 +58,9 @@ pub enum NodeError {
     /// NOMT could not be opened.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// The host does not satisfy the config.
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     /// The block store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -99,6 +103,8 @@ pub struct Node {
     pub static_rules: StaticRules,
     /// Current state (includes every sealed mini-block).
     pub state: Arc<MemState>,
+    /// Where threads run and state lives on this host.
+    pub placement: Placement,
     /// Blocks, receipts and events.
     pub chain: Arc<Chain>,
     /// Pending transactions.
@@ -134,6 +140,20 @@ impl Node {
         config: Config,
         dev: bool,
         alloc: Option<memstate::GenesisAlloc>,
+    ) -> Result<Arc<Self>, NodeError> {
+        config.validate()?;
+        let datadir = crate::host::intended_datadir(&config, dev);
+        let placement = Placement::prepare(&config, datadir.as_deref())?;
+        Self::start_placed(config, dev, alloc, placement)
+    }
+
+    /// As [`Node::start_with_alloc`], on a placement already prepared (the binary prepares it
+    /// first so that its RPC threads are pinned from the start).
+    pub fn start_placed(
+        config: Config,
+        dev: bool,
+        alloc: Option<memstate::GenesisAlloc>,
+        placement: Placement,
     ) -> Result<Arc<Self>, NodeError> {
         config.validate()?;
         let spec = config.chain.spec()?;
@@ -217,17 +237,19 @@ impl Node {
                 if let Some((offset, _)) = stored.next() {
                     store.truncate(offset)?;
                 }
-                MemState::from_diff(&c.state)
+                MemState::from_diff_in(placement.layout.clone(), &c.state)
             }
             None => {
                 store.truncate(0)?;
-                MemState::new()
+                MemState::with_layout(placement.layout.clone())
             }
         };
         let nomt = NomtOptions {
             dir: &nomt_dir,
             buckets: config.storage.nomt_buckets,
             concurrency: config.storage.nomt_commit_concurrency,
+            io_workers: config.storage.nomt_io_workers,
+            cpus: placement.nomt_cpus(),
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
         let (committer, root) =
@@ -253,6 +275,7 @@ impl Node {
             rules,
             static_rules,
             state: Arc::new(state),
+            placement,
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
             waiters: Mutex::new(HashMap::new()),
@@ -319,7 +342,11 @@ impl Node {
         })?;
         let handle = std::thread::Builder::new()
             .name("block-builder".into())
-            .spawn(move || builder.run())
+            .spawn(move || {
+                let cpu = builder.node.placement.builder_cpu();
+                crate::host::pin_current("block-builder", cpu.as_ref().map(std::slice::from_ref));
+                builder.run()
+            })
             .map_err(|source| NodeError::DataDir { path: node.datadir.clone(), source })?;
         *node.builder.lock() = Some(handle);
         Ok(node)

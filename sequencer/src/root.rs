@@ -183,7 +183,13 @@ impl Committer {
         options.path(nomt_options.dir);
         options.hashtable_buckets(nomt_options.buckets);
         options.commit_concurrency(nomt_options.concurrency);
-        let nomt = Nomt::<Blake3Hasher>::open(options).map_err(|e| RootError(e.to_string()))?;
+        options.io_workers(nomt_options.io_workers);
+        // NOMT's io and commit threads inherit the affinity of the thread that opens it.
+        let previous = nomt_options.cpus.as_ref().map(|_| numa::current_affinity());
+        crate::host::pin_current("nomt", nomt_options.cpus.as_deref());
+        let opened = Nomt::<Blake3Hasher>::open(options);
+        crate::host::pin_current("node-start", previous.as_deref());
+        let nomt = opened.map_err(|e| RootError(e.to_string()))?;
         let root = match initial {
             Some(state) => {
                 let session = nomt.begin_session(SessionParams::default());
@@ -196,10 +202,14 @@ impl Committer {
             None => None,
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
+        let cpus = nomt_options.cpus.clone();
         let sink = Sink { chain, store, checkpoints };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
-            .spawn(move || run(nomt, rx, spec, sink))
+            .spawn(move || {
+                crate::host::pin_current("root-commit", cpus.as_deref());
+                run(nomt, rx, spec, sink)
+            })
             .map_err(|e| RootError(e.to_string()))?;
         Ok((Self { tx: Some(tx), thread: Some(thread) }, root))
     }
@@ -223,7 +233,7 @@ impl Committer {
 }
 
 /// Where NOMT lives and how it runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NomtOptions<'a> {
     /// Database directory.
     pub dir: &'a Path,
@@ -231,6 +241,10 @@ pub struct NomtOptions<'a> {
     pub buckets: u32,
     /// Commit threads.
     pub concurrency: usize,
+    /// io_uring worker threads.
+    pub io_workers: usize,
+    /// CPUs the committer thread is pinned to, if any.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// Where checkpoints are written, and what the WAL may drop because of them.

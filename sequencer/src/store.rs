@@ -235,7 +235,7 @@ impl Checkpoint {
                         code_hash: account.code_hash,
                     }),
                     storage_cleared: true,
-                    storage: account.storage.iter().map(|(k, v)| (*k, *v)).collect(),
+                    storage: account.storage().map(|(k, v)| (*k, *v)).collect(),
                 },
             );
         });

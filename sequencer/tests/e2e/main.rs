@@ -6,5 +6,6 @@
 mod client;
 mod common;
 mod crash;
+mod host;
 mod rejections;
 mod spec;
