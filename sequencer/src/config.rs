@@ -393,4 +393,22 @@ mod tests {
         assert!(duration_str::parse("10 parsecs").is_err());
         assert!(duration_str::parse("ms").is_err());
     }
+
+    #[test]
+    fn configs_written_by_tuning_plan_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tuning");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "toml") {
+                let config = Config::load(&entry.path()).unwrap_or_else(|e| panic!("{e}"));
+                assert!(config.memory.shards.is_power_of_two());
+                loaded += 1;
+            }
+        }
+        assert_eq!(loaded, 3);
+        let server = Config::load(&dir.join("two-socket-128.server.toml")).unwrap();
+        assert_eq!(server.host.profile, numa::Profile::Server);
+        assert_eq!(server.memory.huge_pages, numa::HugePages::Mib2);
+        assert_eq!(server.storage.nomt_io_workers, 8);
+    }
 }

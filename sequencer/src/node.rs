@@ -820,6 +820,14 @@ impl Builder {
         self.mini_index = 0;
         self.publish_open_block();
         metrics::gauge!("sequencer_block_number").set(self.env.number as f64 - 1.0);
+        // Cheap: one length per shard and one counter per node arena.
+        metrics::gauge!("memstate_accounts").set(self.node.state.account_count() as f64);
+        let memory = self.node.state.layout().nodes.clone();
+        for node in memory {
+            let stats = numa::NodeArena::of(node).stats();
+            metrics::gauge!("memstate_arena_bytes", "node" => node.to_string())
+                .set(stats.allocated as f64);
+        }
         true
     }
 

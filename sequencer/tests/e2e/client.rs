@@ -226,6 +226,8 @@ async fn metrics_count_admissions_and_rejections() {
     assert!(text.contains("sequencer_tx_admitted_total 1"), "{text}");
     assert!(text.contains("sequencer_tx_rejected_total{reason=\"chain_id\"} 1"), "{text}");
     assert!(text.contains("sequencer_mini_block_seal_seconds"), "{text}");
+    // State memory: what pages the node arena got (dev mode: THP or plain on most hosts).
+    assert!(text.contains("numa_region_bytes{kind=\""), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
