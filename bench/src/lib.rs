@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod latency;
 pub mod machine;
+pub mod memory;
 pub mod report;
 pub mod statetest;
 pub mod target;

@@ -97,6 +97,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Random state reads over a large state in huge pages vs plain pages (each page kind in
+    /// its own child process of this run), and bytes per account and per storage slot.
+    Memory {
+        /// Accounts in the state.
+        #[arg(long, default_value_t = 10_000_000)]
+        accounts: u64,
+        /// Storage slots (ten per account on the first accounts).
+        #[arg(long, default_value_t = 2_000_000)]
+        slots: u64,
+        /// Random reads per run (accounts, then slots).
+        #[arg(long, default_value_t = 5_000_000)]
+        reads: u64,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// State seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Page policies to measure; `off` (plain pages) is the baseline and always measured.
+        #[arg(long, value_delimiter = ',', default_values_t = ["thp".to_string(), "2m".to_string()])]
+        pages: Vec<String>,
+        /// As root, raise /proc/sys/vm/nr_hugepages for the `2m` run if too few pages are free,
+        /// and put it back afterwards.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        reserve: bool,
+        /// Print one JSON object per result.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One page kind of `bench memory` (run by it in a child process).
+    #[command(hide = true)]
+    MemoryChild {
+        #[arg(long)]
+        pages: String,
+        #[arg(long)]
+        accounts: u64,
+        #[arg(long)]
+        slots: u64,
+        #[arg(long)]
+        reads: u64,
+        #[arg(long)]
+        runs: usize,
+        #[arg(long)]
+        seed: u64,
+    },
     /// Run Ethereum GeneralStateTests (files or directories) through the execution path and
     /// check each post-state root and logs hash.
     Statetest {
@@ -115,6 +160,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Memory { accounts, slots, reads, runs, seed, pages, reserve, json } => {
+            match memory(accounts, slots, reads, runs.max(1), seed, &pages, reserve, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::MemoryChild { pages, accounts, slots, reads, runs, seed } => {
+            let result = bench::memory::parse_policy(&pages).and_then(|policy| {
+                bench::memory::child(policy, accounts, slots, reads, runs, seed)
+            });
+            match result {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r).expect("result serializes"));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Statetest { paths, json, show } => statetest(&paths, json, show),
         Command::Compare { a, b } => match (report::read_dir(&a), report::read_dir(&b)) {
             (Ok(ra), Ok(rb)) => {
@@ -322,6 +391,139 @@ fn run(
         report::write_dir(dir, &results).map_err(|e| target::RunError::Io(e.to_string()))?;
         if !json {
             println!("report: {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn memory(
+    accounts: u64,
+    slots: u64,
+    reads: u64,
+    runs: usize,
+    seed: u64,
+    pages: &[String],
+    reserve: bool,
+    json: bool,
+) -> Result<(), String> {
+    use bench::memory::{ChildResult, main_kind, median, pages_wanted, parse_policy};
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut policies = vec!["off".to_string()];
+    for p in pages {
+        parse_policy(p)?;
+        if p != "off" && p != "plain" && !policies.contains(p) {
+            policies.push(p.clone());
+        }
+    }
+    if !json {
+        println!(
+            "machine: {} ({} CPUs, {} NUMA node(s), {:.1} GiB), Linux {}, rev {}",
+            machine.cpu,
+            machine.cpus,
+            machine.numa_nodes,
+            machine.memory_gib,
+            machine.kernel,
+            machine.revision
+        );
+        println!("command: {command}");
+        println!(
+            "state: {accounts} accounts, {slots} slots; {reads} random reads per run, median of {runs} runs, one thread"
+        );
+    }
+    // Reserve 2 MiB pages for the `2m` child if root and short, and put the pool back after.
+    const NR: &str = "/proc/sys/vm/nr_hugepages";
+    let read_nr = || -> Option<u64> { std::fs::read_to_string(NR).ok()?.trim().parse().ok() };
+    let mut restore = None;
+    if reserve && policies.iter().any(|p| p == "2m") {
+        let wanted = pages_wanted(accounts, slots);
+        let free = numa::free_huge_pages(2 << 20);
+        if let (true, Some(nr)) = (free < wanted, read_nr())
+            && std::fs::write(NR, (nr + wanted - free).to_string()).is_ok()
+        {
+            restore = Some(nr);
+            if !json {
+                println!("reserved {} more 2 MiB pages (restored afterwards)", wanted - free);
+            }
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut results: Vec<(String, ChildResult)> = Vec::new();
+    let mut failure = None;
+    for policy in &policies {
+        let out = std::process::Command::new(&exe)
+            .args(["memory-child", "--pages", policy])
+            .args(["--accounts", &accounts.to_string(), "--slots", &slots.to_string()])
+            .args(["--reads", &reads.to_string(), "--runs", &runs.to_string()])
+            .args(["--seed", &seed.to_string()])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            failure = Some(format!(
+                "the {policy} run failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            break;
+        }
+        let parsed: ChildResult =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("{policy} run: {e}"))?;
+        results.push((policy.clone(), parsed));
+    }
+    if let Some(nr) = restore {
+        let _ = std::fs::write(NR, nr.to_string());
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let base = &results[0].1;
+    let base_account = median(&base.account_read_ns);
+    let base_slot = median(&base.slot_read_ns);
+    if !json {
+        println!(
+            "\n| pages asked | pages got | account read ns | ratio | slot read ns | ratio | bytes/account | bytes/slot | build s |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for (policy, r) in &results {
+        let account = median(&r.account_read_ns);
+        let slot = median(&r.slot_read_ns);
+        if json {
+            for (what, ours, baseline) in
+                [("account_reads", account, base_account), ("slot_reads", slot, base_slot)]
+            {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "workload": format!("memory_{what}"),
+                        "pages": policy,
+                        "pages_got": main_kind(r),
+                        "ours": ours,
+                        "baseline": baseline,
+                        "baseline_name": "plain 4 KiB pages",
+                        "unit": "ns/read",
+                        "ratio": baseline / ours,
+                        "bytes_per_account": r.bytes_per_account,
+                        "bytes_per_slot": r.bytes_per_slot,
+                        "accounts": r.accounts,
+                        "slots": r.slots,
+                        "reads": reads,
+                        "runs": runs,
+                        "machine": machine,
+                        "command": command,
+                    })
+                );
+            }
+        } else {
+            println!(
+                "| {policy} | {} | {account:.0} | {:.2}x | {slot:.0} | {:.2}x | {:.0} | {:.0} | {:.1} |",
+                main_kind(r),
+                base_account / account,
+                base_slot / slot,
+                r.bytes_per_account,
+                r.bytes_per_slot,
+                r.build_s
+            );
         }
     }
     Ok(())

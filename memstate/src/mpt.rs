@@ -20,7 +20,7 @@ impl MemState {
                     nonce: account.nonce,
                     balance: account.balance,
                     storage_root,
-                    code_hash: account.code_hash,
+                    code_hash: account.code_hash(),
                 },
             ));
         });

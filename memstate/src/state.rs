@@ -43,17 +43,24 @@ impl BuildHasher for KeyHasher {
 pub type Storage = hashbrown::HashMap<U256, U256, KeyHasher, NodeAlloc>;
 
 /// One account with its storage.
+///
+/// Most accounts are plain (no code, no storage): their entry is the nonce, the balance and an
+/// empty pointer (56 bytes), and a contract's code hash and storage live behind that pointer.
 #[derive(Clone, Debug, Default)]
 pub struct Account {
     /// Transaction count.
     pub nonce: u64,
     /// Balance in wei.
     pub balance: U256,
-    /// Hash of the account's code.
-    pub code_hash: B256,
-    /// Non-zero storage slots; `None` (8 bytes instead of a table) for the many accounts that
-    /// have none.
-    storage: Option<allocator_api2::boxed::Box<Storage, NodeAlloc>>,
+    /// Code hash and storage, for accounts with either.
+    extra: Option<allocator_api2::boxed::Box<Extra, NodeAlloc>>,
+}
+
+#[derive(Clone, Debug)]
+struct Extra {
+    code_hash: B256,
+    /// Non-zero storage slots.
+    storage: Storage,
 }
 
 impl PartialEq for Account {
@@ -68,44 +75,72 @@ impl Eq for Account {}
 
 impl Account {
     fn data(&self) -> AccountData {
-        AccountData { nonce: self.nonce, balance: self.balance, code_hash: self.code_hash }
+        AccountData { nonce: self.nonce, balance: self.balance, code_hash: self.code_hash() }
+    }
+
+    /// Hash of the account's code ([`crate::KECCAK_EMPTY`] when it has none).
+    pub fn code_hash(&self) -> B256 {
+        self.extra.as_ref().map_or(crate::KECCAK_EMPTY, |e| e.code_hash)
     }
 
     /// Its non-zero storage slots, in no particular order.
     pub fn storage(&self) -> impl Iterator<Item = (&U256, &U256)> {
-        self.storage.iter().flat_map(|s| s.iter())
+        self.extra.iter().flat_map(|e| e.storage.iter())
     }
 
     /// Number of non-zero slots.
     pub fn storage_len(&self) -> usize {
-        self.storage.as_ref().map_or(0, |s| s.len())
+        self.extra.as_ref().map_or(0, |e| e.storage.len())
     }
 
     /// A slot's value (zero when unset).
     pub fn slot(&self, slot: &U256) -> U256 {
-        self.storage.as_ref().and_then(|s| s.get(slot).copied()).unwrap_or_default()
+        self.extra.as_ref().and_then(|e| e.storage.get(slot).copied()).unwrap_or_default()
+    }
+
+    fn extra(&mut self, alloc: NodeAlloc) -> &mut Extra {
+        self.extra.get_or_insert_with(|| {
+            let extra = Extra {
+                code_hash: crate::KECCAK_EMPTY,
+                storage: Storage::with_hasher_in(KeyHasher, alloc),
+            };
+            allocator_api2::boxed::Box::new_in(extra, alloc)
+        })
+    }
+
+    fn set_code_hash(&mut self, alloc: NodeAlloc, hash: B256) {
+        if hash != self.code_hash() {
+            self.extra(alloc).code_hash = hash;
+            self.shrink();
+        }
     }
 
     fn set_slot(&mut self, alloc: NodeAlloc, slot: U256, value: U256) {
-        if value.is_zero() {
-            if let Some(storage) = &mut self.storage {
-                storage.remove(&slot);
-            }
-        } else {
-            self.storage
-                .get_or_insert_with(|| {
-                    allocator_api2::boxed::Box::new_in(
-                        Storage::with_hasher_in(KeyHasher, alloc),
-                        alloc,
-                    )
-                })
-                .insert(slot, value);
+        if !value.is_zero() {
+            self.extra(alloc).storage.insert(slot, value);
+        } else if let Some(extra) = &mut self.extra {
+            extra.storage.remove(&slot);
+            self.shrink();
+        }
+    }
+
+    /// Drops the box when it holds nothing.
+    fn shrink(&mut self) {
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.code_hash == crate::KECCAK_EMPTY && e.storage.is_empty())
+        {
+            self.extra = None;
         }
     }
 
     /// Removes every slot, returning their keys.
     fn take_slots(&mut self) -> Vec<U256> {
-        self.storage.take().map(|s| s.keys().copied().collect()).unwrap_or_default()
+        let Some(extra) = &mut self.extra else { return Vec::new() };
+        let slots = extra.storage.drain().map(|(k, _)| k).collect();
+        self.shrink();
+        slots
     }
 }
 
@@ -326,7 +361,7 @@ impl MemState {
                     let account = shard.accounts.entry(*address).or_default();
                     account.nonce = info.nonce;
                     account.balance = info.balance;
-                    account.code_hash = info.code_hash;
+                    account.set_code_hash(shard.alloc, info.code_hash);
                     if change.storage_cleared {
                         wiped.extend(
                             account

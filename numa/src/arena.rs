@@ -28,9 +28,10 @@ use crate::{
     mem::{Binding, PageKind, Region},
 };
 
-/// Most arenas (regions) one node's heap may grow to; region sizes double up to 256× the
-/// first, so this covers far more memory than any host has.
-const MAX_REGIONS: usize = 64;
+/// Most arenas (regions) one node's heap may grow to. Region sizes double up to 8× the first
+/// (reserved huge pages are taken whole, so growth stays in modest steps), which with the
+/// default 256 MiB regions covers half a terabyte per node, and 4 TiB with 1 GiB regions.
+const MAX_REGIONS: usize = 256;
 
 /// How arenas are set up, fixed at the first use in a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

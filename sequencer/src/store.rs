@@ -232,7 +232,7 @@ impl Checkpoint {
                     info: Some(AccountData {
                         nonce: account.nonce,
                         balance: account.balance,
-                        code_hash: account.code_hash,
+                        code_hash: account.code_hash(),
                     }),
                     storage_cleared: true,
                     storage: account.storage().map(|(k, v)| (*k, *v)).collect(),

@@ -131,9 +131,10 @@ fn fit_services(mut host: HostConfig, cores: usize) -> HostConfig {
         if services < cores {
             return host;
         }
-        let next = [&mut host.jit_cores, &mut host.os_cores, &mut host.nomt_cores, &mut host.rpc_cores]
-            .into_iter()
-            .find(|n| **n > 0);
+        let next =
+            [&mut host.jit_cores, &mut host.os_cores, &mut host.nomt_cores, &mut host.rpc_cores]
+                .into_iter()
+                .find(|n| **n > 0);
         match next {
             Some(n) => *n -= 1,
             None => return host,
@@ -255,7 +256,8 @@ pub fn render(proposal: &Proposal, topology: &Topology) -> String {
         let _ = writeln!(out, "#   {line}");
     }
     if !p.commands.is_empty() {
-        let _ = writeln!(out, "# Host commands this config assumes (`tuning plan --apply` runs the");
+        let _ =
+            writeln!(out, "# Host commands this config assumes (`tuning plan --apply` runs the");
         let _ = writeln!(out, "# runtime ones as root):");
         for c in &p.commands {
             let _ = writeln!(out, "#   {}    # {}", c.shell, c.why);
@@ -275,11 +277,8 @@ pub fn render(proposal: &Proposal, topology: &Topology) -> String {
         "# NOMT hash-table pages (4 KiB each, {} MiB on disk): about one per 16 keys of a",
         (u64::from(p.nomt_buckets) * 4096) >> 20
     );
-    let _ = writeln!(
-        out,
-        "# {} MiB state at ~{BYTES_PER_KEY} bytes per key.",
-        m.expected_state_mib
-    );
+    let _ =
+        writeln!(out, "# {} MiB state at ~{BYTES_PER_KEY} bytes per key.", m.expected_state_mib);
     let _ = writeln!(out, "nomt_buckets = {}", p.nomt_buckets);
     let _ = writeln!(out, "# One commit thread per NOMT core.");
     let _ = writeln!(out, "nomt_commit_concurrency = {}", p.nomt_commit_concurrency);
@@ -291,12 +290,17 @@ pub fn render(proposal: &Proposal, topology: &Topology) -> String {
         out,
         "# laptop: unmet requirements warn; server: they stop the sequencer at start."
     );
-    let _ = writeln!(out, "profile = \"{}\"", if h.profile == Profile::Server { "server" } else { "laptop" });
+    let _ = writeln!(
+        out,
+        "profile = \"{}\"",
+        if h.profile == Profile::Server { "server" } else { "laptop" }
+    );
     let _ = writeln!(out, "# Pin threads to the CPUs above.");
     let _ = writeln!(out, "pin = {}", h.pin);
     let _ = writeln!(out, "# One executor per physical core; SMT siblings stay idle.");
     let _ = writeln!(out, "use_smt = {}", h.use_smt);
-    let _ = writeln!(out, "# Physical cores for the OS, RPC/network, NOMT, and JIT compile threads.");
+    let _ =
+        writeln!(out, "# Physical cores for the OS, RPC/network, NOMT, and JIT compile threads.");
     let _ = writeln!(out, "os_cores = {}", h.os_cores);
     let _ = writeln!(out, "rpc_cores = {}", h.rpc_cores);
     let _ = writeln!(out, "nomt_cores = {}", h.nomt_cores);
@@ -378,7 +382,7 @@ fn default_buckets() -> u32 {
 
 /// Reads a sequencer config's checked sections.
 pub fn read_config(path: &Path) -> Result<CheckedConfig, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
