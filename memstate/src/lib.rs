@@ -23,7 +23,7 @@ mod state;
 
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
-pub use overlay::{BlockHashes, NoBlockHashes, Overlay};
+pub use overlay::{BlockHashes, NoBlockHashes, Overlay, account_info};
 pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, Storage};
 
 /// Keccak-256 of empty code, the code hash of every account without code.

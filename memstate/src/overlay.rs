@@ -43,6 +43,12 @@ pub struct Overlay<'a, H> {
     diff: StateDiff,
 }
 
+/// revm's account info for an account's fields (code left for revm to load by hash, except
+/// the empty code).
+pub fn account_info(data: AccountData) -> AccountInfo {
+    to_info(data)
+}
+
 fn to_info(data: AccountData) -> AccountInfo {
     // `AccountInfo::default()` carries empty code; revm must load the real code by hash.
     let code = (data.code_hash == crate::KECCAK_EMPTY).then(Bytecode::default);
@@ -77,6 +83,19 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
             Some(change) => change.info,
             None => self.base.account(address),
         }
+    }
+
+    /// Code by hash as this layer sees it.
+    pub fn code(&self, hash: &B256) -> Option<Bytecode> {
+        match self.diff.codes.get(hash) {
+            Some(code) => Some(code.clone()),
+            None => self.base.code_by_hash(hash),
+        }
+    }
+
+    /// The hash of block `number`, from the layer's block-hash source.
+    pub fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.hashes.block_hash(number)
     }
 
     /// A slot as this layer sees it.
@@ -136,10 +155,7 @@ impl<H: BlockHashes> Database for Overlay<'_, H> {
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
-        if let Some(code) = self.diff.codes.get(&code_hash) {
-            return Ok(code.clone());
-        }
-        Ok(self.base.code_by_hash(&code_hash).unwrap_or_default())
+        Ok(self.code(&code_hash).unwrap_or_default())
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
@@ -147,7 +163,7 @@ impl<H: BlockHashes> Database for Overlay<'_, H> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
-        self.hashes.block_hash(number)
+        Overlay::block_hash(self, number)
     }
 }
 

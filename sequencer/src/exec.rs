@@ -135,37 +135,57 @@ pub fn execute_batch<H: BlockHashes>(
     mut gas_left: u64,
     deadline: Option<Instant>,
 ) -> BatchOutcome {
-    let overlay = Overlay::new(state, hashes);
-    let mut evm = new_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec));
+    let mut overlay = Overlay::new(state, hashes);
     let mut out = BatchOutcome::default();
-    let mut txs = txs.into_iter();
-    for tx in txs.by_ref() {
-        if tx.gas_limit() > gas_left {
-            out.deferred.push(tx);
-            continue;
-        }
-        match evm.transact_commit(tx.tx_env()) {
-            Ok(result) => {
-                let gas_used = result.gas().tx_gas_used();
-                gas_left = gas_left.saturating_sub(gas_used);
-                out.gas_used += gas_used;
-                let contract_address = result.created_address();
-                let success = result.is_success();
-                let logs = match result {
-                    ExecutionResult::Success { logs, .. } => logs,
-                    _ => Vec::new(),
-                };
-                out.executed.push(TxOutcome { tx, success, gas_used, logs, contract_address });
+    let ran = execute_sequential(&mut overlay, rules, env, &txs, &mut gas_left, deadline, &mut out);
+    out.deferred.extend(txs[ran..].iter().cloned());
+    out.diff = overlay.into_diff();
+    out
+}
+
+/// The sequential path over an overlay: runs `txs` in order, committing each, until the
+/// deadline passes (after at least one). Returns how many it went through.
+pub(crate) fn execute_sequential<H: BlockHashes>(
+    overlay: &mut Overlay<'_, H>,
+    rules: ChainRules,
+    env: &BlockEnvParams,
+    txs: &[Arc<PooledTx>],
+    gas_left: &mut u64,
+    deadline: Option<Instant>,
+    out: &mut BatchOutcome,
+) -> usize {
+    let mut evm = new_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec));
+    for (i, tx) in txs.iter().enumerate() {
+        if tx.gas_limit() > *gas_left {
+            out.deferred.push(tx.clone());
+        } else {
+            match evm.transact_commit(tx.tx_env()) {
+                Ok(result) => {
+                    let gas_used = result.gas().tx_gas_used();
+                    *gas_left = gas_left.saturating_sub(gas_used);
+                    out.gas_used += gas_used;
+                    let contract_address = result.created_address();
+                    let success = result.is_success();
+                    let logs = match result {
+                        ExecutionResult::Success { logs, .. } => logs,
+                        _ => Vec::new(),
+                    };
+                    out.executed.push(TxOutcome {
+                        tx: tx.clone(),
+                        success,
+                        gas_used,
+                        logs,
+                        contract_address,
+                    });
+                }
+                Err(err) => out.dropped.push((tx.clone(), execution_error_message(&err))),
             }
-            Err(err) => out.dropped.push((tx, execution_error_message(&err))),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
+            return i + 1;
         }
     }
-    out.deferred.extend(txs);
-    out.diff = evm.ctx.journaled_state.database.into_diff();
-    out
+    txs.len()
 }
 
 /// geth-style wording for revm's refusals.

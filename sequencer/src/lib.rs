@@ -14,6 +14,7 @@ pub mod exec;
 mod frame;
 pub mod host;
 pub mod node;
+pub mod parallel;
 pub mod pool;
 pub mod root;
 pub mod rpc;

@@ -1,0 +1,645 @@
+//! The parallel executor: a batch of ordered transactions executed on several threads with
+//! results identical to executing them one after the other in that order.
+//!
+//! How (optimistic execution, validation and commit in order, as in Block-STM):
+//! - Transactions are grouped before execution: one sender's transactions, and those calling a
+//!   contract that earlier batches showed to be a conflict hot spot, form one group that one
+//!   worker runs in order. If one group holds most of the batch (a dependent chain), the batch
+//!   runs sequentially instead: no parallel overhead where there is no parallelism.
+//! - Workers run groups speculatively. Reads go through a [`VersionedDb`]: the newest write by
+//!   an earlier transaction of the batch from the multi-version memory, else the state before
+//!   the batch; every read is recorded with its value.
+//! - The fee to the block's beneficiary is deferred (a handler that records it instead of
+//!   crediting it), so fee payment does not make every transaction depend on the one before.
+//!   A transaction that reads the beneficiary explicitly sees the earlier fees added, and pays
+//!   its own fee the normal way.
+//! - One worker at a time commits, in order: a transaction whose recorded reads still have
+//!   the same values (its predecessors are all final by then) is kept; otherwise it is
+//!   re-executed there, against final predecessors, which is always correct. So every
+//!   transaction runs at most twice, and the committed results are those of sequential
+//!   execution.
+//! - The committed results are applied to the [`Overlay`] in order, exactly as the sequential
+//!   path does, deferred fees included; so the state diff is the sequential one.
+
+mod mv;
+
+use std::{
+    cell::Cell,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use alloy_consensus::Transaction as _;
+use alloy_primitives::{Address, B256, U256};
+use memstate::{AccountData, BlockHashes, MemState, Overlay, StateError};
+use mv::{Key, MvMemory, ReadValue, TxIdx, Written};
+use parking_lot::Mutex;
+use revm::{
+    context::ContextSetters,
+    context_interface::{
+        Cfg, ContextTr, JournalTr, Transaction,
+        result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    },
+    database_interface::{Database, DatabaseCommit},
+    handler::{EvmTr, FrameResult, Handler, MainnetContext, MainnetEvm, post_execution},
+    primitives::{AddressMap, hardfork::SpecId},
+    state::{Account as RevmAccount, AccountInfo, Bytecode, EvmState},
+};
+
+use crate::{
+    exec::{BatchOutcome, BlockEnvParams, ChainRules, TxOutcome, execution_error_message, new_evm},
+    tx::PooledTx,
+};
+
+/// `[executor]` settings the engine runs with.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Worker threads (1: always sequential).
+    pub threads: usize,
+    /// Transactions executed together; the deadline is checked between batches.
+    pub batch_size: usize,
+    /// Run a batch sequentially when one dependency group holds more than this share of it.
+    pub sequential_share: f64,
+    /// Batches smaller than this run sequentially.
+    pub min_parallel: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self { threads: 1, batch_size: 1024, sequential_share: 0.5, min_parallel: 16 }
+    }
+}
+
+/// Per-batch counters, for metrics and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// Batches run on several threads.
+    pub parallel_batches: u64,
+    /// Batches run sequentially (small, one thread, or a dependent chain).
+    pub sequential_batches: u64,
+    /// Transactions executed speculatively.
+    pub executions: u64,
+    /// Transactions re-executed at commit because a read had changed.
+    pub reexecutions: u64,
+}
+
+/// The parallel engine: its worker pool and what it learned about conflicting contracts.
+pub struct Executor {
+    config: ExecutorConfig,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    /// Per called contract: (transactions that had to be re-executed, transactions seen).
+    hot: Mutex<hashbrown::HashMap<Address, (u32, u32)>>,
+    stats: Mutex<ExecStats>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An engine running its workers on `pool` (built with `config.threads` threads when
+    /// `None` and more than one thread is asked for).
+    pub fn new(
+        config: ExecutorConfig,
+        pool: Option<Arc<rayon::ThreadPool>>,
+    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let pool = match pool {
+            Some(pool) => Some(pool),
+            None if config.threads > 1 => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.threads)
+                    .thread_name(|i| format!("exec-{i}"))
+                    .build()?,
+            )),
+            None => None,
+        };
+        Ok(Self { config, pool, hot: Mutex::new(Default::default()), stats: Mutex::default() })
+    }
+
+    /// A sequential engine (one thread).
+    pub fn sequential() -> Self {
+        Self::new(ExecutorConfig::default(), None).expect("no pool to build")
+    }
+
+    /// Worker threads in use.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    /// Counters since the engine was made.
+    pub fn stats(&self) -> ExecStats {
+        *self.stats.lock()
+    }
+
+    /// Executes `txs` in order over `state` like [`crate::exec::execute_batch`] (same outcome,
+    /// same diff), in batches of `batch_size` on the worker threads, stopping between batches
+    /// once `deadline` has passed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute<H: BlockHashes + Sync>(
+        &self,
+        state: &MemState,
+        hashes: H,
+        rules: ChainRules,
+        env: &BlockEnvParams,
+        txs: Vec<Arc<PooledTx>>,
+        mut gas_left: u64,
+        deadline: Option<Instant>,
+    ) -> BatchOutcome {
+        let mut overlay = Overlay::new(state, hashes);
+        let mut out = BatchOutcome::default();
+        let mut rest = txs.as_slice();
+        while !rest.is_empty() {
+            let take = rest.len().min(self.config.batch_size.max(1));
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let Some(outcomes) = self.run_chunk(&overlay, rules, env, chunk, gas_left) else {
+                // A dependent chain, a small batch or one thread: the sequential path itself.
+                self.stats.lock().sequential_batches += 1;
+                let ran = crate::exec::execute_sequential(
+                    &mut overlay,
+                    rules,
+                    env,
+                    chunk,
+                    &mut gas_left,
+                    deadline,
+                    &mut out,
+                );
+                if ran < chunk.len() {
+                    out.deferred.extend(chunk[ran..].iter().cloned());
+                    break;
+                }
+                continue;
+            };
+            for (tx, outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Deferred => out.deferred.push(tx.clone()),
+                    Outcome::Dropped(message) => out.dropped.push((tx.clone(), message)),
+                    Outcome::Executed { result, state, fee } => {
+                        let gas_used = result.gas().tx_gas_used();
+                        gas_left = gas_left.saturating_sub(gas_used);
+                        out.gas_used += gas_used;
+                        overlay.commit(state);
+                        if let Some(fee) = fee {
+                            credit_beneficiary(&mut overlay, env.beneficiary, fee);
+                        }
+                        let contract_address = result.created_address();
+                        let success = result.is_success();
+                        let logs = match result {
+                            ExecutionResult::Success { logs, .. } => logs,
+                            _ => Vec::new(),
+                        };
+                        out.executed.push(TxOutcome {
+                            tx: tx.clone(),
+                            success,
+                            gas_used,
+                            logs,
+                            contract_address,
+                        });
+                    }
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        out.deferred.extend(rest.iter().cloned());
+        out.diff = overlay.into_diff();
+        out
+    }
+
+    /// Dependency groups of a batch: a sender's transactions together, and the transactions
+    /// calling a known hot contract together.
+    fn groups(&self, txs: &[Arc<PooledTx>]) -> Vec<Vec<TxIdx>> {
+        let hot = self.hot.lock();
+        let mut by_key: hashbrown::HashMap<Address, usize> = hashbrown::HashMap::new();
+        let mut parent: Vec<usize> = (0..txs.len()).collect();
+        fn find(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (i, tx) in txs.iter().enumerate() {
+            let target = tx.envelope.to().filter(|to| {
+                hot.get(to).is_some_and(|&(conflicts, seen)| seen >= 16 && conflicts * 2 > seen)
+            });
+            for key in std::iter::once(tx.sender).chain(target) {
+                match by_key.get(&key) {
+                    Some(&j) => {
+                        let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                        parent[a.max(b)] = a.min(b);
+                    }
+                    None => {
+                        by_key.insert(key, i);
+                    }
+                }
+            }
+        }
+        let mut groups: hashbrown::HashMap<usize, Vec<TxIdx>> = hashbrown::HashMap::new();
+        for i in 0..txs.len() {
+            let root = find(&mut parent, i);
+            groups.entry(root).or_default().push(i);
+        }
+        let mut groups: Vec<Vec<TxIdx>> = groups.into_values().collect();
+        groups.sort_unstable_by_key(|g| g[0]);
+        groups
+    }
+
+    /// Runs one batch on the workers; `None` if it should run sequentially instead.
+    fn run_chunk<H: BlockHashes + Sync>(
+        &self,
+        base: &Overlay<'_, H>,
+        rules: ChainRules,
+        env: &BlockEnvParams,
+        txs: &[Arc<PooledTx>],
+        gas_left: u64,
+    ) -> Option<Vec<Outcome>> {
+        let pool = self.pool.as_ref()?;
+        if txs.len() < self.config.min_parallel.max(2) {
+            return None;
+        }
+        let groups = self.groups(txs);
+        let largest = groups.iter().map(Vec::len).max().unwrap_or(0);
+        if largest as f64 > self.config.sequential_share * txs.len() as f64 {
+            return None;
+        }
+        let batch = Batch {
+            base,
+            rules,
+            env: *env,
+            mv: MvMemory::new(),
+            fees: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
+            codes: Mutex::new(Default::default()),
+        };
+        let shared = Shared {
+            batch: &batch,
+            txs,
+            groups,
+            next_group: AtomicUsize::new(0),
+            done: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
+            executed: (0..txs.len()).map(|_| AtomicBool::new(false)).collect(),
+            commit: Mutex::new(Commit {
+                next: 0,
+                gas_left,
+                outcomes: Vec::with_capacity(txs.len()),
+                reexecuted: Vec::new(),
+            }),
+            finished: AtomicBool::new(false),
+            executions: AtomicUsize::new(0),
+        };
+        pool.broadcast(|_| shared.work());
+        let commit = shared.commit.into_inner();
+        self.learn(txs, &commit.reexecuted);
+        let mut stats = self.stats.lock();
+        stats.parallel_batches += 1;
+        stats.executions += shared.executions.load(Ordering::Relaxed) as u64;
+        stats.reexecutions += commit.reexecuted.len() as u64;
+        Some(commit.outcomes)
+    }
+
+    /// Updates the per-contract conflict rates from a batch's re-executions.
+    fn learn(&self, txs: &[Arc<PooledTx>], reexecuted: &[TxIdx]) {
+        let mut hot = self.hot.lock();
+        for (i, tx) in txs.iter().enumerate() {
+            let Some(to) = tx.envelope.to() else { continue };
+            let entry = hot.entry(to).or_insert((0, 0));
+            entry.1 += 1;
+            if reexecuted.binary_search(&i).is_ok() {
+                entry.0 += 1;
+            }
+            if entry.1 >= 4096 {
+                *entry = (entry.0 / 2, entry.1 / 2);
+            }
+        }
+        if hot.len() > 100_000 {
+            hot.retain(|_, (c, s)| *c * 2 > *s);
+        }
+    }
+}
+
+/// Credits a deferred fee as the sequential path's `reward_beneficiary` would have: the
+/// beneficiary is loaded, credited and touched (an empty one is then deleted, EIP-161).
+fn credit_beneficiary<H: BlockHashes>(
+    overlay: &mut Overlay<'_, H>,
+    beneficiary: Address,
+    fee: U256,
+) {
+    let existing = overlay.account(&beneficiary);
+    let mut account = match existing {
+        Some(data) => RevmAccount::from(memstate::account_info(data)),
+        None => RevmAccount::new_not_existing(Default::default()),
+    };
+    account.info.balance += fee;
+    account.mark_touch();
+    let mut changes = AddressMap::default();
+    changes.insert(beneficiary, account);
+    overlay.commit(changes);
+}
+
+/// What the committer decided for one transaction.
+enum Outcome {
+    /// Runs; its state changes and deferred fee are to be applied.
+    Executed { result: ExecutionResult, state: EvmState, fee: Option<U256> },
+    /// Refused by revm (nonce, funds, …): no state change.
+    Dropped(String),
+    /// Did not fit the block's remaining gas.
+    Deferred,
+}
+
+/// One execution of one transaction.
+struct Done {
+    result: Result<ExecutionResult, EVMError<StateError, InvalidTransaction>>,
+    state: EvmState,
+    reads: Vec<(Key, ReadValue)>,
+    writes: Vec<Key>,
+    fee: Option<U256>,
+}
+
+/// The state one batch reads: its base and the versions written in it.
+struct Batch<'b, H> {
+    base: &'b Overlay<'b, H>,
+    rules: ChainRules,
+    env: BlockEnvParams,
+    mv: MvMemory,
+    /// Deferred beneficiary fee of each executed transaction (`None`: not executed yet).
+    fees: Vec<Mutex<Option<U256>>>,
+    /// Code deployed in the batch.
+    codes: Mutex<hashbrown::HashMap<B256, Bytecode>>,
+}
+
+impl<H: BlockHashes> Batch<'_, H> {
+    fn read_account(&self, address: Address, idx: TxIdx) -> Option<AccountData> {
+        let written = self.mv.latest_before(&Key::Account(address), idx);
+        let (from, mut info) = match written {
+            Some((j, Written::Account { info, .. })) => (j + 1, info),
+            _ => (0, self.base.account(&address)),
+        };
+        if address == self.env.beneficiary {
+            // Fees deferred by the transactions since that version, as far as known now
+            // (validation at commit sees them all).
+            let fees: U256 = (from..idx).filter_map(|j| *self.fees[j].lock()).sum();
+            if !fees.is_zero() {
+                let data = info.get_or_insert(AccountData {
+                    nonce: 0,
+                    balance: U256::ZERO,
+                    code_hash: memstate::KECCAK_EMPTY,
+                });
+                data.balance += fees;
+            }
+        }
+        info
+    }
+
+    fn read_slot(&self, address: Address, slot: U256, idx: TxIdx) -> U256 {
+        let cleared = self.mv.latest_clear_before(address, idx);
+        match self.mv.latest_before(&Key::Slot(address, slot), idx) {
+            Some((j, Written::Slot(value))) if cleared.is_none_or(|c| j >= c) => value,
+            _ if cleared.is_some() => U256::ZERO,
+            _ => self.base.storage_value(&address, &slot),
+        }
+    }
+
+    fn reread(&self, key: &Key, idx: TxIdx) -> ReadValue {
+        match *key {
+            Key::Account(a) => ReadValue::Account(self.read_account(a, idx)),
+            Key::Slot(a, s) => ReadValue::Slot(self.read_slot(a, s, idx)),
+        }
+    }
+
+    fn code(&self, hash: B256) -> Bytecode {
+        if let Some(code) = self.codes.lock().get(&hash) {
+            return code.clone();
+        }
+        self.base.code(&hash).unwrap_or_default()
+    }
+}
+
+/// revm's database for one execution: reads from the batch, recorded.
+struct VersionedDb<'c, 'b, H> {
+    batch: &'c Batch<'b, H>,
+    idx: TxIdx,
+    reads: Vec<(Key, ReadValue)>,
+}
+
+impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
+    type Error = StateError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        let info = self.batch.read_account(address, self.idx);
+        self.reads.push((Key::Account(address), ReadValue::Account(info)));
+        Ok(info.map(memstate::account_info))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
+        Ok(self.batch.code(code_hash))
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
+        let value = self.batch.read_slot(address, index, self.idx);
+        self.reads.push((Key::Slot(address, index), ReadValue::Slot(value)));
+        Ok(value)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.batch.base.block_hash(number)
+    }
+}
+
+type WorkerEvm<'c, 'b, H> = MainnetEvm<MainnetContext<VersionedDb<'c, 'b, H>>>;
+
+/// The mainnet handler, except that the beneficiary's fee is recorded instead of credited
+/// when the transaction has not loaded the beneficiary itself.
+struct LazyFee<EVM> {
+    deferred: Cell<Option<U256>>,
+    _evm: std::marker::PhantomData<EVM>,
+}
+
+impl<'c, 'b, H: BlockHashes> Handler for LazyFee<WorkerEvm<'c, 'b, H>> {
+    type Evm = WorkerEvm<'c, 'b, H>;
+    type Error = EVMError<StateError, InvalidTransaction>;
+    type HaltReason = HaltReason;
+
+    fn reward_beneficiary(
+        &self,
+        evm: &mut Self::Evm,
+        exec_result: &mut FrameResult,
+    ) -> Result<(), Self::Error> {
+        let ctx = evm.ctx();
+        let beneficiary = ctx.block.beneficiary;
+        if ctx.cfg.is_fee_charge_disabled() || ctx.journal_ref().state.contains_key(&beneficiary) {
+            // Read explicitly in this transaction (BALANCE, a transfer, …): pay as usual.
+            return post_execution::reward_beneficiary(ctx, exec_result.gas()).map_err(From::from);
+        }
+        let basefee = u128::from(ctx.block.basefee);
+        let price = ctx.tx.effective_gas_price(basefee);
+        let coinbase_price = if ctx.cfg.spec.is_enabled_in(SpecId::LONDON) {
+            price.saturating_sub(basefee)
+        } else {
+            price
+        };
+        let gas = exec_result.gas();
+        let used = gas.used().saturating_sub(gas.reservoir());
+        self.deferred.set(Some(U256::from(coinbase_price * u128::from(used))));
+        Ok(())
+    }
+}
+
+struct Commit {
+    next: TxIdx,
+    gas_left: u64,
+    outcomes: Vec<Outcome>,
+    reexecuted: Vec<TxIdx>,
+}
+
+struct Shared<'c, 'b, H> {
+    batch: &'c Batch<'b, H>,
+    txs: &'c [Arc<PooledTx>],
+    groups: Vec<Vec<TxIdx>>,
+    next_group: AtomicUsize,
+    done: Vec<Mutex<Option<Done>>>,
+    executed: Vec<AtomicBool>,
+    commit: Mutex<Commit>,
+    finished: AtomicBool,
+    executions: AtomicUsize,
+}
+
+impl<H: BlockHashes> Shared<'_, '_, H> {
+    /// One worker: commit what can be committed, else execute the next group, until the
+    /// whole batch is committed.
+    fn work(&self) {
+        let rules = self.batch.rules;
+        let db = VersionedDb { batch: self.batch, idx: 0, reads: Vec::new() };
+        let mut evm = new_evm(db, rules.spec, rules.chain_id, self.batch.env.block_env(rules.spec));
+        let mut idle = 0u32;
+        while !self.finished.load(Ordering::Acquire) {
+            if let Some(mut commit) = self.commit.try_lock() {
+                let before = commit.next;
+                self.advance(&mut commit, &mut evm);
+                if commit.next == self.txs.len() {
+                    self.finished.store(true, Ordering::Release);
+                    return;
+                }
+                if commit.next != before {
+                    idle = 0;
+                }
+            }
+            let g = self.next_group.fetch_add(1, Ordering::AcqRel);
+            if let Some(group) = self.groups.get(g) {
+                for &idx in group {
+                    let done = self.run(&mut evm, idx, &[]);
+                    *self.done[idx].lock() = Some(done);
+                    self.executed[idx].store(true, Ordering::Release);
+                }
+                idle = 0;
+                continue;
+            }
+            // Nothing to execute; another worker holds the commit or runs the group the
+            // committer waits for.
+            idle += 1;
+            if idle < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Executes `idx` once and records its writes in the multi-version memory.
+    fn run(&self, evm: &mut WorkerEvm<'_, '_, H>, idx: TxIdx, previous: &[Key]) -> Done {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        {
+            let db = &mut evm.ctx.journaled_state.database;
+            db.idx = idx;
+            db.reads.clear();
+        }
+        evm.ctx.set_tx(self.txs[idx].tx_env());
+        let mut handler = LazyFee { deferred: Cell::new(None), _evm: std::marker::PhantomData };
+        let result = handler.run(evm);
+        let state = evm.ctx.journal_mut().finalize();
+        let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
+        let (writes, fee) = match &result {
+            Ok(_) => (writes_of(&state), handler.deferred.get()),
+            Err(_) => (Vec::new(), None),
+        };
+        for (hash, code) in state.values().filter_map(|a| {
+            let code = a.info.code.as_ref()?;
+            (a.is_touched() && a.info.code_hash != memstate::KECCAK_EMPTY)
+                .then(|| (a.info.code_hash, code.clone()))
+        }) {
+            self.batch.codes.lock().entry(hash).or_insert(code);
+        }
+        self.batch.mv.record(idx, &writes, previous);
+        *self.batch.fees[idx].lock() = Some(fee.unwrap_or_default());
+        Done { result, state, reads, writes: writes.into_iter().map(|(k, _)| k).collect(), fee }
+    }
+
+    /// Commits every transaction it can, in order.
+    fn advance(&self, commit: &mut Commit, evm: &mut WorkerEvm<'_, '_, H>) {
+        while commit.next < self.txs.len() {
+            let idx = commit.next;
+            if !self.executed[idx].load(Ordering::Acquire) {
+                return;
+            }
+            let mut done =
+                self.done[idx].lock().take().expect("an executed transaction has a result");
+            let tx = &self.txs[idx];
+            if tx.gas_limit() > commit.gas_left {
+                // As the sequential path: not attempted, so its writes must not be seen.
+                for key in &done.writes {
+                    self.batch.mv.remove(idx, key);
+                }
+                *self.batch.fees[idx].lock() = Some(U256::ZERO);
+                commit.outcomes.push(Outcome::Deferred);
+                commit.next += 1;
+                continue;
+            }
+            let valid = done.reads.iter().all(|(key, value)| self.batch.reread(key, idx) == *value);
+            if !valid {
+                done = self.run(evm, idx, &done.writes);
+                commit.reexecuted.push(idx);
+            }
+            commit.outcomes.push(match done.result {
+                Ok(result) => {
+                    commit.gas_left = commit.gas_left.saturating_sub(result.gas().tx_gas_used());
+                    Outcome::Executed { result, state: done.state, fee: done.fee }
+                }
+                Err(err) => Outcome::Dropped(execution_error_message(&err)),
+            });
+            commit.next += 1;
+        }
+    }
+}
+
+/// The writes of an execution, by the same rules as [`Overlay`]'s commit (EIP-161 deletion of
+/// touched empty accounts, storage wiped on creation and self-destruct).
+fn writes_of(state: &EvmState) -> Vec<(Key, Written)> {
+    let mut out = Vec::new();
+    for (address, account) in state {
+        if !account.is_touched() {
+            continue;
+        }
+        if account.is_selfdestructed() || account.is_empty() {
+            out.push((Key::Account(*address), Written::Account { info: None, cleared: true }));
+            continue;
+        }
+        let cleared = account.is_created();
+        let info = AccountData {
+            nonce: account.info.nonce,
+            balance: account.info.balance,
+            code_hash: account.info.code_hash,
+        };
+        out.push((Key::Account(*address), Written::Account { info: Some(info), cleared }));
+        for (slot, value) in &account.storage {
+            if value.is_changed() || cleared {
+                out.push((Key::Slot(*address, *slot), Written::Slot(value.present_value)));
+            }
+        }
+    }
+    out
+}
