@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod latency;
 pub mod machine;
 pub mod memory;
+pub mod parallel;
 pub mod report;
 pub mod statetest;
 pub mod target;

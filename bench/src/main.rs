@@ -126,6 +126,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The parallel executor against sequential revm on the same blocks (lockstep, diffs
+    /// checked equal): independent ETH and ERC-20 transfers, AMM swaps over many pools and
+    /// one hot pool, and a fully dependent chain (one sender).
+    Parallel {
+        /// Worker threads, one result per count.
+        #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
+        threads: Vec<usize>,
+        /// Workloads: eth, erc20, amm, amm-hot, chain.
+        #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string(), "amm-hot".to_string(), "chain".to_string()])]
+        workloads: Vec<String>,
+        /// Funded accounts.
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Transactions per run.
+        #[arg(long, default_value_t = 20_000)]
+        txs: usize,
+        /// Transactions per block.
+        #[arg(long, default_value_t = 1000)]
+        block_txs: usize,
+        /// Runs; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object per result.
+        #[arg(long)]
+        json: bool,
+    },
     /// One page kind of `bench memory` (run by it in a child process).
     #[command(hide = true)]
     MemoryChild {
@@ -160,6 +189,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Parallel { threads, workloads, accounts, txs, block_txs, runs, seed, json } => {
+            match parallel(&threads, &workloads, accounts, txs, block_txs, runs.max(1), seed, json)
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Memory { accounts, slots, reads, runs, seed, pages, reserve, json } => {
             match memory(accounts, slots, reads, runs.max(1), seed, &pages, reserve, json) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -391,6 +430,81 @@ fn run(
         report::write_dir(dir, &results).map_err(|e| target::RunError::Io(e.to_string()))?;
         if !json {
             println!("report: {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parallel(
+    threads: &[usize],
+    workloads: &[String],
+    accounts: usize,
+    txs: usize,
+    block_txs: usize,
+    runs: usize,
+    seed: u64,
+    json: bool,
+) -> Result<(), String> {
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !json {
+        println!(
+            "machine: {} ({} CPUs, {} NUMA node(s)), Linux {}, rev {}",
+            machine.cpu, machine.cpus, machine.numa_nodes, machine.kernel, machine.revision
+        );
+        println!("command: {command}");
+        println!(
+            "{txs} transactions in blocks of {block_txs}, {accounts} accounts; median of {runs} runs"
+        );
+        println!(
+            "\n| workload | threads | sequential tx/s | parallel tx/s | speed-up | CPU s seq / par | re-executions per tx | blocks parallel / sequential |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for name in workloads {
+        let prepared = match name.as_str() {
+            "eth" => workload::prepare(Kind::Eth, seed, accounts, txs),
+            "erc20" => workload::prepare(Kind::Erc20, seed, accounts, txs),
+            "amm" => workload::prepare(Kind::Amm, seed, accounts, txs),
+            "amm-hot" => workload::prepare(Kind::AmmHot, seed, accounts, txs),
+            // One account: every transaction depends on the one before (its nonce and balance).
+            "chain" => workload::prepare(Kind::Eth, seed, 1, txs),
+            other => return Err(format!("unknown workload {other:?}")),
+        };
+        for &n in threads {
+            let r = bench::parallel::measure(&prepared, name, n.max(1), block_txs, runs)?;
+            let tps = |s: f64| r.txs as f64 / s;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "workload": r.workload,
+                        "ours": tps(r.parallel_s),
+                        "baseline": tps(r.sequential_s),
+                        "baseline_name": "sequential revm over memstate",
+                        "unit": "tx/s",
+                        "ratio": r.ratio,
+                        "result": r,
+                        "machine": machine,
+                        "command": command,
+                    })
+                );
+            } else {
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} / {:.2} | {:.2} | {} / {} |",
+                    r.workload,
+                    r.threads,
+                    tps(r.sequential_s),
+                    tps(r.parallel_s),
+                    r.ratio,
+                    r.sequential_cpu_s,
+                    r.parallel_cpu_s,
+                    r.reexecutions_per_tx,
+                    r.parallel_blocks,
+                    r.sequential_blocks
+                );
+            }
         }
     }
     Ok(())

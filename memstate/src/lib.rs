@@ -24,7 +24,9 @@ mod state;
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, account_info};
-pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, Storage};
+pub use state::{
+    Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView, Storage,
+};
 
 /// Keccak-256 of empty code, the code hash of every account without code.
 pub use revm::primitives::KECCAK_EMPTY;

@@ -216,6 +216,43 @@ impl std::fmt::Debug for MemState {
     }
 }
 
+/// See [`MemState::view`].
+pub struct StateView<'a> {
+    state: &'a MemState,
+    shards: Vec<RwLockReadGuard<'a, Shard>>,
+    codes: RwLockReadGuard<'a, hashbrown::HashMap<B256, Bytecode, KeyHasher>>,
+}
+
+impl std::fmt::Debug for StateView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateView").finish_non_exhaustive()
+    }
+}
+
+impl StateView<'_> {
+    /// The account's fields, or `None` if it does not exist.
+    pub fn account(&self, address: &Address) -> Option<AccountData> {
+        self.shards[self.state.shard_of(address)].accounts.get(address).map(Account::data)
+    }
+
+    /// A storage slot's value (zero when unset or the account does not exist).
+    pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
+        self.shards[self.state.shard_of(address)]
+            .accounts
+            .get(address)
+            .map(|a| a.slot(slot))
+            .unwrap_or_default()
+    }
+
+    /// Code by its hash.
+    pub fn code_by_hash(&self, hash: &B256) -> Option<Bytecode> {
+        if *hash == crate::KECCAK_EMPTY {
+            return Some(Bytecode::default());
+        }
+        self.codes.get(hash).cloned()
+    }
+}
+
 /// How many optimistic attempts [`MemState::consistent`] makes before it holds the read locks.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
@@ -322,6 +359,18 @@ impl MemState {
         report.arenas = nodes.iter().map(|&n| numa::NodeArena::of(n).stats()).collect();
         report.arena_bytes = report.arenas.iter().map(|a| a.allocated).sum();
         report
+    }
+
+    /// A read-only view holding every table's read lock: reads through it take no lock and
+    /// touch no shared counter, so many threads can read the same hot account without their
+    /// cores trading a lock's cache line. Writers ([`MemState::apply`]) wait until it is
+    /// dropped; hold it for one batch of execution, not longer.
+    pub fn view(&self) -> StateView<'_> {
+        StateView {
+            state: self,
+            shards: self.shards.iter().map(|s| s.read_recursive()).collect(),
+            codes: self.codes.read_recursive(),
+        }
     }
 
     /// Runs `read` so that everything it reads comes from one version of the state: it retries

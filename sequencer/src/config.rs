@@ -56,6 +56,30 @@ pub struct Config {
     pub host: numa::HostConfig,
     /// `[memory]`: how state memory is placed (huge pages, nodes, shards).
     pub memory: numa::MemoryConfig,
+    /// `[executor]`: the parallel execution engine.
+    pub executor: ExecutorSection,
+}
+
+/// `[executor]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    /// Worker threads; 0 takes the executor CPUs of one node of the placement plan (all CPUs
+    /// when nothing is pinned), 1 executes sequentially. Default 1: on the machines measured
+    /// so far (`bench parallel`, docs/benchmarks.md) the engine's per-transaction overhead
+    /// outweighs two cores' parallelism for transfers and swaps.
+    pub threads: usize,
+    /// Run a batch sequentially when one dependency group (a sender's transactions, or calls
+    /// to a contract learned to conflict) holds more than this percentage of it. Default 50.
+    pub sequential_share_percent: u8,
+    /// Batches with fewer transactions run sequentially. Default 16.
+    pub min_parallel: usize,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        Self { threads: 1, sequential_share_percent: 50, min_parallel: 16 }
+    }
 }
 
 /// `[chain]`.
@@ -153,6 +177,14 @@ pub struct PoolConfig {
     pub price_bump_percent: u64,
     /// Priority fee suggested by `eth_maxPriorityFeePerGas`, in wei. Default 1 000 000 000.
     pub suggested_priority_fee: u64,
+    /// Priority lane: transactions from these senders go first in every mini-block.
+    /// Default empty.
+    pub priority_senders: Vec<Address>,
+    /// Priority lane: transactions calling these contracts go first. Default empty.
+    pub priority_targets: Vec<Address>,
+    /// Priority lane: transactions paying at least this effective tip per gas (wei) go first;
+    /// 0 turns the rule off. Default 0.
+    pub priority_min_tip: u64,
 }
 
 impl Default for PoolConfig {
@@ -163,6 +195,9 @@ impl Default for PoolConfig {
             max_tx_size: 128 * 1024,
             price_bump_percent: 10,
             suggested_priority_fee: 1_000_000_000,
+            priority_senders: Vec::new(),
+            priority_targets: Vec::new(),
+            priority_min_tip: 0,
         }
     }
 }
@@ -309,6 +344,9 @@ impl Config {
         }
         if self.storage.nomt_io_workers == 0 {
             return invalid("storage.nomt_io_workers", "must be at least 1");
+        }
+        if self.executor.sequential_share_percent > 100 {
+            return invalid("executor.sequential_share_percent", "must be at most 100");
         }
         if let Err((key, reason)) = self.memory.validate() {
             return Err(ConfigError::Invalid { key, reason });

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::{
     chain::{Chain, ExecutedTx, MiniBlock, OpenBlock},
     config::Config,
-    exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
+    exec::{BatchOutcome, BlockEnvParams, ChainRules},
     host::Placement,
     pool::Pool,
     root::{BlockToSeal, Checkpoints, Committer, NomtOptions, RootError},
@@ -105,6 +105,8 @@ pub struct Node {
     pub state: Arc<MemState>,
     /// Where threads run and state lives on this host.
     pub placement: Placement,
+    /// The parallel execution engine.
+    pub executor: crate::parallel::Executor,
     /// Blocks, receipts and events.
     pub chain: Arc<Chain>,
     /// Pending transactions.
@@ -275,6 +277,12 @@ impl Node {
             rules,
             static_rules,
             state: Arc::new(state),
+            executor: crate::parallel::Executor::for_node(&config.executor, &placement).map_err(
+                |e| NodeError::DataDir {
+                    path: datadir.clone(),
+                    source: std::io::Error::other(format!("executor threads: {e}")),
+                },
+            )?,
             placement,
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
@@ -666,7 +674,24 @@ impl Builder {
             chain.wait_block_hash(n)
         };
         let gas_left = self.env.gas_limit.saturating_sub(self.block_gas);
-        execute_batch(&self.node.state, hashes, self.node.rules, &self.env, txs, gas_left, deadline)
+        let before = self.node.executor.stats();
+        let out = self.node.executor.execute(
+            &self.node.state,
+            hashes,
+            self.node.rules,
+            &self.env,
+            txs,
+            gas_left,
+            deadline,
+        );
+        let after = self.node.executor.stats();
+        metrics::counter!("sequencer_exec_parallel_batches_total")
+            .increment(after.parallel_batches - before.parallel_batches);
+        metrics::counter!("sequencer_exec_sequential_batches_total")
+            .increment(after.sequential_batches - before.sequential_batches);
+        metrics::counter!("sequencer_exec_reexecutions_total")
+            .increment(after.reexecutions - before.reexecutions);
+        out
     }
 
     /// Applies an executed batch: WAL first (when `durable`), then state, index, pool, waiters.

@@ -165,20 +165,28 @@ impl Pool {
         Ok(tx.hash)
     }
 
-    /// The best executable transactions for the next mini-block: highest effective tip first
-    /// (earliest arrival among equals), each sender's in nonce order, within `gas` and `max`.
-    /// They stay in the pool until [`Pool::remove`] is called for them.
+    /// True if `tx` belongs to the priority lane: its sender or target is listed, or its tip
+    /// reaches `pool.priority_min_tip`.
+    pub fn is_priority(&self, tx: &PooledTx, base_fee: u64) -> bool {
+        let c = &self.config;
+        c.priority_senders.contains(&tx.sender)
+            || tx.envelope.to().is_some_and(|to| c.priority_targets.contains(&to))
+            || (c.priority_min_tip > 0
+                && tx.effective_tip(base_fee) >= u128::from(c.priority_min_tip))
+    }
+
+    /// The best executable transactions for the next mini-block: the priority lane first
+    /// ([`Pool::is_priority`]), then the rest; within a lane, highest effective tip first
+    /// (earliest arrival among equals); each sender's in nonce order (so a priority
+    /// transaction waits behind its sender's earlier ones), within `gas` and `max`. They stay
+    /// in the pool until [`Pool::remove`] is called for them.
     pub fn select(&self, base_fee: u64, mut gas: u64, max: usize) -> Vec<Arc<PooledTx>> {
         let inner = self.inner.lock();
+        let rank = |tx: &PooledTx| (self.is_priority(tx, base_fee), tx.effective_tip(base_fee));
         let mut heap = BinaryHeap::new();
         for (sender, queue) in &inner.senders {
             if let Some(first) = queue.txs.get(&queue.next_nonce) {
-                heap.push((
-                    first.tx.effective_tip(base_fee),
-                    Reverse(first.seq),
-                    *sender,
-                    queue.next_nonce,
-                ));
+                heap.push((rank(&first.tx), Reverse(first.seq), *sender, queue.next_nonce));
             }
         }
         let mut picked = Vec::new();
@@ -197,9 +205,9 @@ impl Pool {
                 picked.push(p.tx.clone());
                 nonce += 1;
                 if let Some(next) = queue.txs.get(&nonce) {
-                    let tip = next.tx.effective_tip(base_fee);
-                    if heap.peek().is_some_and(|top| top.0 > tip) {
-                        heap.push((tip, Reverse(next.seq), sender, nonce));
+                    let next_rank = rank(&next.tx);
+                    if heap.peek().is_some_and(|top| top.0 > next_rank) {
+                        heap.push((next_rank, Reverse(next.seq), sender, nonce));
                         break;
                     }
                 }
@@ -295,6 +303,31 @@ mod tests {
         // The gas budget stops selection; a count limit too.
         assert_eq!(pool.select(10, 50_000, 100).len(), 2);
         assert_eq!(pool.select(10, u64::MAX, 1).len(), 1);
+    }
+
+    #[test]
+    fn the_priority_lane_goes_first() {
+        let a = |k: usize| crate::dev::DEV_ACCOUNTS[k].0;
+        // Sender 3 is critical; every transaction to 0x09.. is not, unless listed.
+        let config = PoolConfig { priority_senders: vec![a(3)], ..Default::default() };
+        let pool = Pool::new(config);
+        let state = state();
+        for t in [tx(0, 0, 100, 50), tx(3, 0, 100, 1), tx(3, 1, 100, 1), tx(1, 0, 100, 30)] {
+            pool.insert(t, &state, 10).unwrap();
+        }
+        let order: Vec<(Address, u64)> =
+            pool.select(10, u64::MAX, 100).iter().map(|t| (t.sender, t.nonce())).collect();
+        assert_eq!(order, vec![(a(3), 0), (a(3), 1), (a(0), 0), (a(1), 0)]);
+
+        // By target and by tip.
+        let by_target = Pool::new(PoolConfig {
+            priority_targets: vec![Address::repeat_byte(9)],
+            ..Default::default()
+        });
+        assert!(by_target.is_priority(&tx(0, 0, 100, 1), 10));
+        let by_tip = Pool::new(PoolConfig { priority_min_tip: 40, ..Default::default() });
+        assert!(by_tip.is_priority(&tx(0, 0, 100, 50), 10));
+        assert!(!by_tip.is_priority(&tx(0, 0, 100, 30), 10));
     }
 
     #[test]

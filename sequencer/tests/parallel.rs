@@ -258,9 +258,9 @@ fn summary(out: &BatchOutcome) -> impl PartialEq + std::fmt::Debug {
     )
 }
 
-fn engine(threads: usize, batch_size: usize) -> Executor {
+fn engine(threads: usize) -> Executor {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let config = ExecutorConfig { threads, batch_size, sequential_share: 1.0, min_parallel: 2 };
+    let config = ExecutorConfig { threads, sequential_share: 1.0, min_parallel: 2 };
     Executor::new(config, Some(Arc::new(pool))).unwrap()
 }
 
@@ -271,7 +271,6 @@ proptest! {
     fn parallel_execution_equals_sequential(
         gens in proptest::collection::vec(generated(), 1..48),
         beneficiary_sends in any::<bool>(),
-        batch_size in prop_oneof![Just(5usize), Just(64usize)],
         gas_left in prop_oneof![Just(u64::MAX), 200_000u64..2_000_000],
     ) {
         let state = genesis();
@@ -281,7 +280,7 @@ proptest! {
         let txs = build(&gens);
         let expected = execute_batch(&state, NoBlockHashes, rules(), &env(beneficiary), txs.clone(), gas_left, None);
         for threads in [1, 2, 8] {
-            let executor = engine(threads, batch_size);
+            let executor = engine(threads);
             let got = executor.execute(&state, NoBlockHashes, rules(), &env(beneficiary), txs.clone(), gas_left, None);
             prop_assert_eq!(summary(&got), summary(&expected), "threads {}", threads);
             let (a, b) = (genesis(), genesis());
@@ -308,7 +307,7 @@ fn independent_transfers_run_in_parallel_without_reexecution() {
             )
         })
         .collect();
-    let executor = engine(2, 64);
+    let executor = engine(2);
     let got = executor.execute(
         &state,
         NoBlockHashes,

@@ -33,7 +33,7 @@ use std::{
 };
 
 use alloy_consensus::Transaction as _;
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use memstate::{AccountData, BlockHashes, MemState, Overlay, StateError};
 use mv::{Key, MvMemory, ReadValue, TxIdx, Written};
 use parking_lot::Mutex;
@@ -59,8 +59,6 @@ use crate::{
 pub struct ExecutorConfig {
     /// Worker threads (1: always sequential).
     pub threads: usize,
-    /// Transactions executed together; the deadline is checked between batches.
-    pub batch_size: usize,
     /// Run a batch sequentially when one dependency group holds more than this share of it.
     pub sequential_share: f64,
     /// Batches smaller than this run sequentially.
@@ -69,7 +67,7 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { threads: 1, batch_size: 1024, sequential_share: 0.5, min_parallel: 16 }
+        Self { threads: 1, sequential_share: 0.5, min_parallel: 16 }
     }
 }
 
@@ -121,6 +119,46 @@ impl Executor {
         Ok(Self { config, pool, hot: Mutex::new(Default::default()), stats: Mutex::default() })
     }
 
+    /// The engine the sequencer runs: `[executor]` settings, its threads on one node of the
+    /// placement plan (pinned when the plan pins).
+    pub fn for_node(
+        section: &crate::config::ExecutorSection,
+        placement: &crate::host::Placement,
+    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+        // The node with the most executor CPUs: a batch's workers share its memory.
+        let cpus: Vec<usize> = placement
+            .plan
+            .as_ref()
+            .and_then(|p| p.executors.iter().max_by_key(|e| e.cpus.len()))
+            .map(|e| e.cpus.clone())
+            .unwrap_or_default();
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match section.threads {
+            0 if cpus.is_empty() => available,
+            0 => cpus.len(),
+            n => n,
+        };
+        let config = ExecutorConfig {
+            threads,
+            sequential_share: f64::from(section.sequential_share_percent) / 100.0,
+            min_parallel: section.min_parallel,
+        };
+        if threads <= 1 {
+            return Self::new(config, None);
+        }
+        let pin = placement.pin && cpus.len() >= threads;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("exec-{i}"))
+            .start_handler(move |i| {
+                if pin {
+                    numa::pin_to(cpus[i]);
+                }
+            })
+            .build()?;
+        Self::new(config, Some(Arc::new(pool)))
+    }
+
     /// A sequential engine (one thread).
     pub fn sequential() -> Self {
         Self::new(ExecutorConfig::default(), None).expect("no pool to build")
@@ -137,8 +175,8 @@ impl Executor {
     }
 
     /// Executes `txs` in order over `state` like [`crate::exec::execute_batch`] (same outcome,
-    /// same diff), in batches of `batch_size` on the worker threads, stopping between batches
-    /// once `deadline` has passed.
+    /// same diff) on the worker threads, stopping once `deadline` has passed (after at least
+    /// one transaction), as the sequential path does.
     #[allow(clippy::too_many_arguments)]
     pub fn execute<H: BlockHashes + Sync>(
         &self,
@@ -147,69 +185,15 @@ impl Executor {
         rules: ChainRules,
         env: &BlockEnvParams,
         txs: Vec<Arc<PooledTx>>,
-        mut gas_left: u64,
+        gas_left: u64,
         deadline: Option<Instant>,
     ) -> BatchOutcome {
-        let mut overlay = Overlay::new(state, hashes);
-        let mut out = BatchOutcome::default();
-        let mut rest = txs.as_slice();
-        while !rest.is_empty() {
-            let take = rest.len().min(self.config.batch_size.max(1));
-            let (chunk, tail) = rest.split_at(take);
-            rest = tail;
-            let Some(outcomes) = self.run_chunk(&overlay, rules, env, chunk, gas_left) else {
-                // A dependent chain, a small batch or one thread: the sequential path itself.
-                self.stats.lock().sequential_batches += 1;
-                let ran = crate::exec::execute_sequential(
-                    &mut overlay,
-                    rules,
-                    env,
-                    chunk,
-                    &mut gas_left,
-                    deadline,
-                    &mut out,
-                );
-                if ran < chunk.len() {
-                    out.deferred.extend(chunk[ran..].iter().cloned());
-                    break;
-                }
-                continue;
-            };
-            for (tx, outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Deferred => out.deferred.push(tx.clone()),
-                    Outcome::Dropped(message) => out.dropped.push((tx.clone(), message)),
-                    Outcome::Executed { result, state, fee } => {
-                        let gas_used = result.gas().tx_gas_used();
-                        gas_left = gas_left.saturating_sub(gas_used);
-                        out.gas_used += gas_used;
-                        overlay.commit(state);
-                        if let Some(fee) = fee {
-                            credit_beneficiary(&mut overlay, env.beneficiary, fee);
-                        }
-                        let contract_address = result.created_address();
-                        let success = result.is_success();
-                        let logs = match result {
-                            ExecutionResult::Success { logs, .. } => logs,
-                            _ => Vec::new(),
-                        };
-                        out.executed.push(TxOutcome {
-                            tx: tx.clone(),
-                            success,
-                            gas_used,
-                            logs,
-                            contract_address,
-                        });
-                    }
-                }
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
+        if let Some(out) = self.run_parallel(state, &hashes, rules, env, &txs, gas_left, deadline) {
+            return out;
         }
-        out.deferred.extend(rest.iter().cloned());
-        out.diff = overlay.into_diff();
-        out
+        // A dependent chain, a small batch or one thread: the sequential path itself.
+        self.stats.lock().sequential_batches += 1;
+        crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline)
     }
 
     /// Dependency groups of a batch: a sender's transactions together, and the transactions
@@ -251,15 +235,18 @@ impl Executor {
         groups
     }
 
-    /// Runs one batch on the workers; `None` if it should run sequentially instead.
-    fn run_chunk<H: BlockHashes + Sync>(
+    /// Runs the batch on the workers; `None` if it should run sequentially instead.
+    #[allow(clippy::too_many_arguments)]
+    fn run_parallel<H: BlockHashes + Sync>(
         &self,
-        base: &Overlay<'_, H>,
+        state: &MemState,
+        hashes: &H,
         rules: ChainRules,
         env: &BlockEnvParams,
         txs: &[Arc<PooledTx>],
         gas_left: u64,
-    ) -> Option<Vec<Outcome>> {
+        deadline: Option<Instant>,
+    ) -> Option<BatchOutcome> {
         let pool = self.pool.as_ref()?;
         if txs.len() < self.config.min_parallel.max(2) {
             return None;
@@ -269,8 +256,10 @@ impl Executor {
         if largest as f64 > self.config.sequential_share * txs.len() as f64 {
             return None;
         }
+        let view = state.view();
         let batch = Batch {
-            base,
+            base: &view,
+            hashes,
             rules,
             env: *env,
             mv: MvMemory::new(),
@@ -285,12 +274,17 @@ impl Executor {
             done: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
             executed: (0..txs.len()).map(|_| AtomicBool::new(false)).collect(),
             commit: Mutex::new(Commit {
+                pending_fee: None,
                 next: 0,
                 gas_left,
-                outcomes: Vec::with_capacity(txs.len()),
+                deadline,
+                overlay: Overlay::new(state, HashesRef(hashes)),
+                out: BatchOutcome::default(),
                 reexecuted: Vec::new(),
             }),
             finished: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            commit_next: AtomicUsize::new(0),
             executions: AtomicUsize::new(0),
         };
         pool.broadcast(|_| shared.work());
@@ -300,7 +294,12 @@ impl Executor {
         stats.parallel_batches += 1;
         stats.executions += shared.executions.load(Ordering::Relaxed) as u64;
         stats.reexecutions += commit.reexecuted.len() as u64;
-        Some(commit.outcomes)
+        let mut commit = commit;
+        commit.flush_fees(env.beneficiary);
+        let mut out = commit.out;
+        out.deferred.extend(txs[commit.next..].iter().cloned());
+        out.diff = commit.overlay.into_diff();
+        Some(out)
     }
 
     /// Updates the per-contract conflict rates from a batch's re-executions.
@@ -342,16 +341,6 @@ fn credit_beneficiary<H: BlockHashes>(
     overlay.commit(changes);
 }
 
-/// What the committer decided for one transaction.
-enum Outcome {
-    /// Runs; its state changes and deferred fee are to be applied.
-    Executed { result: ExecutionResult, state: EvmState, fee: Option<U256> },
-    /// Refused by revm (nonce, funds, …): no state change.
-    Dropped(String),
-    /// Did not fit the block's remaining gas.
-    Deferred,
-}
-
 /// One execution of one transaction.
 struct Done {
     result: Result<ExecutionResult, EVMError<StateError, InvalidTransaction>>,
@@ -363,7 +352,8 @@ struct Done {
 
 /// The state one batch reads: its base and the versions written in it.
 struct Batch<'b, H> {
-    base: &'b Overlay<'b, H>,
+    base: &'b memstate::StateView<'b>,
+    hashes: &'b H,
     rules: ChainRules,
     env: BlockEnvParams,
     mv: MvMemory,
@@ -397,11 +387,11 @@ impl<H: BlockHashes> Batch<'_, H> {
     }
 
     fn read_slot(&self, address: Address, slot: U256, idx: TxIdx) -> U256 {
-        let cleared = self.mv.latest_clear_before(address, idx);
+        let cleared = self.mv.latest_before(&Key::Wipe(address), idx).map(|(j, _)| j);
         match self.mv.latest_before(&Key::Slot(address, slot), idx) {
             Some((j, Written::Slot(value))) if cleared.is_none_or(|c| j >= c) => value,
             _ if cleared.is_some() => U256::ZERO,
-            _ => self.base.storage_value(&address, &slot),
+            _ => self.base.storage(&address, &slot),
         }
     }
 
@@ -409,6 +399,7 @@ impl<H: BlockHashes> Batch<'_, H> {
         match *key {
             Key::Account(a) => ReadValue::Account(self.read_account(a, idx)),
             Key::Slot(a, s) => ReadValue::Slot(self.read_slot(a, s, idx)),
+            Key::Wipe(_) => unreachable!("wipes are written, never read on their own"),
         }
     }
 
@@ -416,7 +407,7 @@ impl<H: BlockHashes> Batch<'_, H> {
         if let Some(code) = self.codes.lock().get(&hash) {
             return code.clone();
         }
-        self.base.code(&hash).unwrap_or_default()
+        self.base.code_by_hash(&hash).unwrap_or_default()
     }
 }
 
@@ -425,6 +416,9 @@ struct VersionedDb<'c, 'b, H> {
     batch: &'c Batch<'b, H>,
     idx: TxIdx,
     reads: Vec<(Key, ReadValue)>,
+    /// This worker's own copies of the code it runs: a shared `Bytecode` is reference
+    /// counted, and every transaction's clone would bounce that counter between cores.
+    codes: hashbrown::HashMap<B256, Bytecode>,
 }
 
 impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
@@ -437,7 +431,12 @@ impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
-        Ok(self.batch.code(code_hash))
+        let batch = self.batch;
+        let code = self.codes.entry(code_hash).or_insert_with(|| {
+            let shared = batch.code(code_hash);
+            Bytecode::new_raw(Bytes::copy_from_slice(shared.original_byte_slice()))
+        });
+        Ok(code.clone())
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
@@ -447,7 +446,7 @@ impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
-        self.batch.base.block_hash(number)
+        self.batch.hashes.block_hash(number)
     }
 }
 
@@ -490,11 +489,51 @@ impl<'c, 'b, H: BlockHashes> Handler for LazyFee<WorkerEvm<'c, 'b, H>> {
     }
 }
 
-struct Commit {
+/// Block hashes shared by the workers and the committer's overlay.
+struct HashesRef<'b, H>(&'b H);
+
+impl<H: BlockHashes> BlockHashes for HashesRef<'_, H> {
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.0.block_hash(number)
+    }
+}
+
+struct Commit<'b, H> {
+    /// Fees deferred since the beneficiary was last credited in `overlay` (`None`: no touch
+    /// pending).
+    pending_fee: Option<U256>,
     next: TxIdx,
     gas_left: u64,
-    outcomes: Vec<Outcome>,
+    deadline: Option<Instant>,
+    /// The committed prefix, applied as the sequential path applies it.
+    overlay: Overlay<'b, HashesRef<'b, H>>,
+    out: BatchOutcome,
     reexecuted: Vec<TxIdx>,
+}
+
+impl<H: BlockHashes> Commit<'_, H> {
+    /// Adds a transaction's deferred fee. Summing them and crediting once gives the same
+    /// diff as crediting each (the sequential path), except where a zero fee touches an
+    /// empty beneficiary, which EIP-161 then deletes: that touch is applied at once.
+    fn defer_fee(&mut self, beneficiary: Address, fee: U256) {
+        if fee.is_zero()
+            && self.pending_fee.is_none()
+            && self.overlay.account(&beneficiary).is_none_or(|a| {
+                a.nonce == 0 && a.balance.is_zero() && a.code_hash == memstate::KECCAK_EMPTY
+            })
+        {
+            credit_beneficiary(&mut self.overlay, beneficiary, fee);
+        } else {
+            self.pending_fee = Some(self.pending_fee.unwrap_or_default() + fee);
+        }
+    }
+
+    /// Credits the fees deferred so far.
+    fn flush_fees(&mut self, beneficiary: Address) {
+        if let Some(fee) = self.pending_fee.take() {
+            credit_beneficiary(&mut self.overlay, beneficiary, fee);
+        }
+    }
 }
 
 struct Shared<'c, 'b, H> {
@@ -504,8 +543,12 @@ struct Shared<'c, 'b, H> {
     next_group: AtomicUsize,
     done: Vec<Mutex<Option<Done>>>,
     executed: Vec<AtomicBool>,
-    commit: Mutex<Commit>,
+    commit: Mutex<Commit<'b, H>>,
     finished: AtomicBool,
+    /// The deadline passed: stop executing, commit nothing more.
+    stop: AtomicBool,
+    /// The committer's position, readable without its lock.
+    commit_next: AtomicUsize,
     executions: AtomicUsize,
 }
 
@@ -514,14 +557,29 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
     /// whole batch is committed.
     fn work(&self) {
         let rules = self.batch.rules;
-        let db = VersionedDb { batch: self.batch, idx: 0, reads: Vec::new() };
+        let db = VersionedDb {
+            batch: self.batch,
+            idx: 0,
+            reads: Vec::new(),
+            codes: hashbrown::HashMap::new(),
+        };
         let mut evm = new_evm(db, rules.spec, rules.chain_id, self.batch.env.block_env(rules.spec));
         let mut idle = 0u32;
+        // Groups are claimed a few at a time: fewer trips to the shared counter, and each
+        // worker's transactions sit apart from the others' in the per-transaction slots.
+        let threads = rayon::current_num_threads().max(1);
+        let claim = (self.groups.len() / (threads * 8)).clamp(1, 64);
         while !self.finished.load(Ordering::Acquire) {
-            if let Some(mut commit) = self.commit.try_lock() {
+            // Only contend for the commit when the next transaction is ready.
+            let next = self.commit_next.load(Ordering::Acquire);
+            if next < self.txs.len()
+                && self.executed[next].load(Ordering::Acquire)
+                && let Some(mut commit) = self.commit.try_lock()
+            {
                 let before = commit.next;
                 self.advance(&mut commit, &mut evm);
-                if commit.next == self.txs.len() {
+                self.commit_next.store(commit.next, Ordering::Release);
+                if commit.next == self.txs.len() || self.stop.load(Ordering::Acquire) {
                     self.finished.store(true, Ordering::Release);
                     return;
                 }
@@ -529,12 +587,14 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
                     idle = 0;
                 }
             }
-            let g = self.next_group.fetch_add(1, Ordering::AcqRel);
-            if let Some(group) = self.groups.get(g) {
-                for &idx in group {
-                    let done = self.run(&mut evm, idx, &[]);
-                    *self.done[idx].lock() = Some(done);
-                    self.executed[idx].store(true, Ordering::Release);
+            let g = self.next_group.fetch_add(claim, Ordering::AcqRel);
+            if g < self.groups.len() {
+                for group in &self.groups[g..(g + claim).min(self.groups.len())] {
+                    for &idx in group {
+                        let done = self.run(&mut evm, idx, &[]);
+                        *self.done[idx].lock() = Some(done);
+                        self.executed[idx].store(true, Ordering::Release);
+                    }
                 }
                 idle = 0;
                 continue;
@@ -564,7 +624,7 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
         let state = evm.ctx.journal_mut().finalize();
         let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
         let (writes, fee) = match &result {
-            Ok(_) => (writes_of(&state), handler.deferred.get()),
+            Ok(_) => (writes_of(&state, &reads), handler.deferred.get()),
             Err(_) => (Vec::new(), None),
         };
         for (hash, code) in state.values().filter_map(|a| {
@@ -579,8 +639,8 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
         Done { result, state, reads, writes: writes.into_iter().map(|(k, _)| k).collect(), fee }
     }
 
-    /// Commits every transaction it can, in order.
-    fn advance(&self, commit: &mut Commit, evm: &mut WorkerEvm<'_, '_, H>) {
+    /// Commits every transaction it can, in order, into the committed overlay.
+    fn advance(&self, commit: &mut Commit<'_, H>, evm: &mut WorkerEvm<'_, '_, H>) {
         while commit.next < self.txs.len() {
             let idx = commit.next;
             if !self.executed[idx].load(Ordering::Acquire) {
@@ -589,43 +649,88 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
             let mut done =
                 self.done[idx].lock().take().expect("an executed transaction has a result");
             let tx = &self.txs[idx];
+            commit.next += 1;
             if tx.gas_limit() > commit.gas_left {
                 // As the sequential path: not attempted, so its writes must not be seen.
                 for key in &done.writes {
                     self.batch.mv.remove(idx, key);
                 }
                 *self.batch.fees[idx].lock() = Some(U256::ZERO);
-                commit.outcomes.push(Outcome::Deferred);
-                commit.next += 1;
-                continue;
-            }
-            let valid = done.reads.iter().all(|(key, value)| self.batch.reread(key, idx) == *value);
-            if !valid {
-                done = self.run(evm, idx, &done.writes);
-                commit.reexecuted.push(idx);
-            }
-            commit.outcomes.push(match done.result {
-                Ok(result) => {
-                    commit.gas_left = commit.gas_left.saturating_sub(result.gas().tx_gas_used());
-                    Outcome::Executed { result, state: done.state, fee: done.fee }
+                commit.out.deferred.push(tx.clone());
+            } else {
+                let valid =
+                    done.reads.iter().all(|(key, value)| self.batch.reread(key, idx) == *value);
+                if !valid {
+                    done = self.run(evm, idx, &done.writes);
+                    commit.reexecuted.push(idx);
                 }
-                Err(err) => Outcome::Dropped(execution_error_message(&err)),
-            });
-            commit.next += 1;
+                match done.result {
+                    Ok(result) => {
+                        let gas_used = result.gas().tx_gas_used();
+                        commit.gas_left = commit.gas_left.saturating_sub(gas_used);
+                        commit.out.gas_used += gas_used;
+                        let beneficiary = self.batch.env.beneficiary;
+                        if done.state.get(&beneficiary).is_some_and(|a| a.is_touched()) {
+                            // Its own write includes the fees deferred before it (it read them).
+                            commit.flush_fees(beneficiary);
+                        }
+                        commit.overlay.commit(done.state);
+                        if let Some(fee) = done.fee {
+                            commit.defer_fee(beneficiary, fee);
+                        }
+                        let contract_address = result.created_address();
+                        let success = result.is_success();
+                        let logs = match result {
+                            ExecutionResult::Success { logs, .. } => logs,
+                            _ => Vec::new(),
+                        };
+                        commit.out.executed.push(TxOutcome {
+                            tx: tx.clone(),
+                            success,
+                            gas_used,
+                            logs,
+                            contract_address,
+                        });
+                    }
+                    Err(err) => {
+                        commit.out.dropped.push((tx.clone(), execution_error_message(&err)));
+                    }
+                }
+            }
+            if commit.deadline.is_some_and(|d| Instant::now() >= d) {
+                // As the sequential path: what is left waits for the next mini-block.
+                self.stop.store(true, Ordering::Release);
+                return;
+            }
         }
     }
 }
 
 /// The writes of an execution, by the same rules as [`Overlay`]'s commit (EIP-161 deletion of
-/// touched empty accounts, storage wiped on creation and self-destruct).
-fn writes_of(state: &EvmState) -> Vec<(Key, Written)> {
+/// touched empty accounts, storage wiped on creation and self-destruct). An account that was
+/// touched but ends as it was read (a called contract, a zero-value recipient) is not written:
+/// readers of the older version see the same value, and a hot contract's account does not
+/// collect one version per caller.
+fn writes_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> Vec<(Key, Written)> {
+    let read_as = |address: &Address| {
+        reads.iter().find_map(|(k, v)| match (k, v) {
+            (Key::Account(a), ReadValue::Account(info)) if a == address => Some(*info),
+            _ => None,
+        })
+    };
     let mut out = Vec::new();
     for (address, account) in state {
         if !account.is_touched() {
             continue;
         }
         if account.is_selfdestructed() || account.is_empty() {
+            if read_as(address) == Some(None) && !account.is_created() {
+                // Did not exist and still does not (a precompile or empty account touched by
+                // a call): nothing to say, and no storage to wipe.
+                continue;
+            }
             out.push((Key::Account(*address), Written::Account { info: None, cleared: true }));
+            out.push((Key::Wipe(*address), Written::Wipe));
             continue;
         }
         let cleared = account.is_created();
@@ -634,7 +739,12 @@ fn writes_of(state: &EvmState) -> Vec<(Key, Written)> {
             balance: account.info.balance,
             code_hash: account.info.code_hash,
         };
-        out.push((Key::Account(*address), Written::Account { info: Some(info), cleared }));
+        if cleared {
+            out.push((Key::Wipe(*address), Written::Wipe));
+        }
+        if cleared || read_as(address) != Some(Some(info)) {
+            out.push((Key::Account(*address), Written::Account { info: Some(info), cleared }));
+        }
         for (slot, value) in &account.storage {
             if value.is_changed() || cleared {
                 out.push((Key::Slot(*address, *slot), Written::Slot(value.present_value)));

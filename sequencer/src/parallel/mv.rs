@@ -2,11 +2,12 @@
 //! reads each execution made, so that a transaction can be validated against its
 //! predecessors' final writes.
 
-use std::{collections::BTreeMap, hash::BuildHasher};
+use std::hash::BuildHasher;
 
 use alloy_primitives::{Address, U256};
 use memstate::{AccountData, KeyHasher};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Index of a transaction in its batch.
 pub(crate) type TxIdx = usize;
@@ -18,6 +19,9 @@ pub(crate) enum Key {
     Account(Address),
     /// One storage slot.
     Slot(Address, U256),
+    /// Written when an account's storage is wiped (created, re-created or deleted): slot
+    /// versions older than this read as zero.
+    Wipe(Address),
 }
 
 /// A written value.
@@ -28,6 +32,8 @@ pub(crate) enum Written {
     Account { info: Option<AccountData>, cleared: bool },
     /// A slot's new value.
     Slot(U256),
+    /// The storage was wiped.
+    Wipe,
 }
 
 /// A value as read, for validation by value.
@@ -41,11 +47,19 @@ pub(crate) enum ReadValue {
 
 const SHARDS: usize = 128;
 
-type Versions = BTreeMap<TxIdx, Written>;
+/// A key's versions, sorted by transaction index (usually one).
+type Versions = Vec<(TxIdx, Written)>;
+
+/// Bits of the written-keys filter (a key's bit set means "maybe written").
+const FILTER_BITS: usize = 1 << 16;
 
 /// The versions of every key written in the batch.
 pub(crate) struct MvMemory {
     shards: Box<[Mutex<hashbrown::HashMap<Key, Versions, KeyHasher>>]>,
+    /// Which keys may have versions: most reads are of keys no transaction of the batch
+    /// wrote, and this answers them without taking a shard's lock (whose cache line would
+    /// bounce between the cores reading a hot contract).
+    written: Box<[AtomicU64]>,
 }
 
 impl MvMemory {
@@ -54,7 +68,14 @@ impl MvMemory {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(hashbrown::HashMap::with_hasher(KeyHasher)))
                 .collect(),
+            written: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    fn bit(key: &Key) -> (usize, u64) {
+        let h = KeyHasher.hash_one(key) as usize >> 7;
+        let bit = h % FILTER_BITS;
+        (bit / 64, 1 << (bit % 64))
     }
 
     fn shard(&self, key: &Key) -> &Mutex<hashbrown::HashMap<Key, Versions, KeyHasher>> {
@@ -64,21 +85,14 @@ impl MvMemory {
 
     /// The newest write to `key` by a transaction before `idx`.
     pub(crate) fn latest_before(&self, key: &Key, idx: TxIdx) -> Option<(TxIdx, Written)> {
+        let (word, mask) = Self::bit(key);
+        if self.written[word].load(Ordering::Acquire) & mask == 0 {
+            return None;
+        }
         let shard = self.shard(key).lock();
-        shard.get(key)?.range(..idx).next_back().map(|(i, w)| (*i, *w))
-    }
-
-    /// The newest transaction before `idx` that wiped `address`'s storage (created, re-created
-    /// or deleted it).
-    pub(crate) fn latest_clear_before(&self, address: Address, idx: TxIdx) -> Option<TxIdx> {
-        let key = Key::Account(address);
-        let shard = self.shard(&key).lock();
-        shard
-            .get(&key)?
-            .range(..idx)
-            .rev()
-            .find(|(_, w)| matches!(w, Written::Account { cleared: true, .. }))
-            .map(|(i, _)| *i)
+        let versions = shard.get(key)?;
+        let below = versions.partition_point(|(i, _)| *i < idx);
+        below.checked_sub(1).map(|p| versions[p])
     }
 
     /// Records `idx`'s writes, removing its writes from an earlier execution that this one no
@@ -90,15 +104,28 @@ impl MvMemory {
             }
         }
         for (key, value) in writes {
-            self.shard(key).lock().entry(*key).or_default().insert(idx, *value);
+            let (word, mask) = Self::bit(key);
+            // Set before the version is visible under the lock, so a reader that sees the bit
+            // clear cannot miss a version that the lock would have shown it.
+            if self.written[word].load(Ordering::Relaxed) & mask == 0 {
+                self.written[word].fetch_or(mask, Ordering::AcqRel);
+            }
+            let mut shard = self.shard(key).lock();
+            let versions = shard.entry(*key).or_default();
+            match versions.binary_search_by_key(&idx, |(i, _)| *i) {
+                Ok(p) => versions[p].1 = *value,
+                Err(p) => versions.insert(p, (idx, *value)),
+            }
         }
     }
 
     /// Removes `idx`'s write to `key`.
     pub(crate) fn remove(&self, idx: TxIdx, key: &Key) {
         let mut shard = self.shard(key).lock();
-        if let Some(versions) = shard.get_mut(key) {
-            versions.remove(&idx);
+        if let Some(versions) = shard.get_mut(key)
+            && let Ok(p) = versions.binary_search_by_key(&idx, |(i, _)| *i)
+        {
+            versions.remove(p);
         }
     }
 }
