@@ -16,6 +16,7 @@ run: bootstrap
 test: bootstrap
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run --release -p bench --bin bench -- statetest tests/fixtures/GeneralStateTests
+	$(CARGO) run --release -p bench --bin bench -- statetest --parallel tests/fixtures/GeneralStateTests
 
 ## Rebuild the Solidity contracts the tests and benchmarks use (needs npm; not part of test).
 contracts:

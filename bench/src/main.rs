@@ -183,6 +183,10 @@ enum Command {
         /// Print at most this many failures (0: all).
         #[arg(long, default_value_t = 50)]
         show: usize,
+        /// Run the cases through the parallel executor's worker path instead of the
+        /// sequential one.
+        #[arg(long)]
+        parallel: bool,
     },
 }
 
@@ -223,7 +227,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Statetest { paths, json, show } => statetest(&paths, json, show),
+        Command::Statetest { paths, json, show, parallel } => {
+            let engine = if parallel {
+                bench::statetest::Engine::Parallel
+            } else {
+                bench::statetest::Engine::Sequential
+            };
+            statetest(&paths, json, show, engine)
+        }
         Command::Compare { a, b } => match (report::read_dir(&a), report::read_dir(&b)) {
             (Ok(ra), Ok(rb)) => {
                 println!("A: {}\nB: {}\n", a.display(), b.display());
@@ -643,14 +654,19 @@ fn memory(
     Ok(())
 }
 
-fn statetest(paths: &[PathBuf], json: bool, show: usize) -> ExitCode {
+fn statetest(
+    paths: &[PathBuf],
+    json: bool,
+    show: usize,
+    engine: bench::statetest::Engine,
+) -> ExitCode {
     let files = bench::statetest::collect_files(paths);
     if files.is_empty() {
         eprintln!("error: no .json state tests under {paths:?}");
         return ExitCode::from(2);
     }
     let started = Instant::now();
-    let summary = match bench::statetest::run_files(&files) {
+    let summary = match bench::statetest::run_files(&files, engine) {
         Ok(summary) => summary,
         Err(err) => {
             eprintln!("error: {err}");

@@ -181,13 +181,65 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Runs every case of every file, in parallel across files.
-pub fn run_files(files: &[PathBuf]) -> Result<Summary, StateTestError> {
+pub fn run_files(files: &[PathBuf], engine: Engine) -> Result<Summary, StateTestError> {
     use rayon::prelude::*;
-    files.par_iter().map(|path| run_file(path)).try_reduce(Summary::default, |a, b| Ok(a.merge(b)))
+    if engine == Engine::Sequential {
+        return files
+            .par_iter()
+            .map(|path| run_file(path, engine))
+            .try_reduce(Summary::default, |a, b| Ok(a.merge(b)));
+    }
+    // Plain threads, not rayon's: a rayon worker waiting on the engine's own pool would run
+    // other files' jobs on its stack meanwhile, nesting them without bound.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut summary = Summary::default();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = files.get(i) else { return Ok(summary) };
+                        summary = summary.merge(run_file(path, engine)?);
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_fold(Summary::default(), |all, worker| {
+            Ok(all.merge(worker.join().expect("a runner thread panicked")?))
+        })
+    })
+}
+
+/// Which execution path the cases run through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// revm over memstate's overlay, one transaction after the other (the sequencer's
+    /// sequential path).
+    Sequential,
+    /// The parallel executor, forced onto its worker path (multi-version reads, deferred
+    /// beneficiary fee, validation and commit), with one worker.
+    Parallel,
+}
+
+thread_local! {
+    /// One engine per runner thread, forced to take its parallel path even for one
+    /// transaction.
+    static ENGINE: sequencer::parallel::Executor = {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("one thread");
+        let config = sequencer::parallel::ExecutorConfig {
+            threads: 1,
+            sequential_share: 1.0,
+            min_parallel: 1,
+        };
+        sequencer::parallel::Executor::new(config, Some(std::sync::Arc::new(pool)))
+            .expect("no pool to build")
+    };
 }
 
 /// Runs every case of one file.
-pub fn run_file(path: &Path) -> Result<Summary, StateTestError> {
+pub fn run_file(path: &Path, engine: Engine) -> Result<Summary, StateTestError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| StateTestError::Io { path: path.into(), source })?;
     let mut summary = Summary::default();
@@ -209,7 +261,7 @@ pub fn run_file(path: &Path) -> Result<Summary, StateTestError> {
                 continue;
             };
             for (index, entry) in entries.iter().enumerate() {
-                match run_case(test, spec, entry) {
+                match run_case(test, spec, entry, engine) {
                     Ok(()) => summary.passed += 1,
                     Err(reason) => summary.failed.push(Failure {
                         file: path.display().to_string(),
@@ -252,7 +304,12 @@ fn u64_of(v: U256) -> u64 {
     v.saturating_to()
 }
 
-fn run_case(test: &StateTest, spec: SpecId, entry: &PostEntry) -> Result<(), String> {
+fn run_case(
+    test: &StateTest,
+    spec: SpecId,
+    entry: &PostEntry,
+    engine: Engine,
+) -> Result<(), String> {
     let state = MemState::from_genesis(&test.pre);
     let env = &test.env;
     let tx = &test.transaction;
@@ -310,19 +367,33 @@ fn run_case(test: &StateTest, spec: SpecId, entry: &PostEntry) -> Result<(), Str
 
     // The test vectors' BLOCKHASH rule: keccak of the block number in decimal.
     let hashes = |n: u64| Ok(keccak256(n.to_string().as_bytes()));
-    let mut evm = sequencer::exec::new_evm(Overlay::new(&state, hashes), spec, 1, block);
-    evm.ctx.cfg.max_blobs_per_tx = Some(max_blobs_per_tx(spec));
-    let (logs, outcome) = if tx_env.tx_type == 3 && tx_env.kind.is_create() {
+    let (logs, outcome, diff) = if tx_env.tx_type == 3 && tx_env.kind.is_create() {
         // A blob transaction's `to` is an address, not optional: such a transaction cannot
         // even be encoded, so it is refused before execution.
-        (Vec::new(), Err("blob transaction cannot create a contract".to_string()))
+        let refused = Err("blob transaction cannot create a contract".to_string());
+        (Vec::new(), refused, Default::default())
+    } else if engine == Engine::Parallel {
+        use sequencer::parallel::{Setup, TxResult};
+        let setup =
+            Setup { spec, chain_id: 1, block, max_blobs_per_tx: Some(max_blobs_per_tx(spec)) };
+        let done = ENGINE
+            .with(|e| e.execute_parallel(&state, &hashes, &setup, std::slice::from_ref(&tx_env)))
+            .ok_or("the engine has no worker pool")?;
+        let (logs, outcome) = match done.results.into_iter().next() {
+            Some(TxResult::Executed(result)) => (result.into_logs(), Ok(())),
+            Some(TxResult::Failed(err)) => (Vec::new(), Err(err.to_string())),
+            Some(TxResult::Deferred) | None => return Err("the engine did not run it".into()),
+        };
+        (logs, outcome, done.diff)
     } else {
-        match evm.transact_commit(tx_env) {
+        let mut evm = sequencer::exec::new_evm(Overlay::new(&state, hashes), spec, 1, block);
+        evm.ctx.cfg.max_blobs_per_tx = Some(max_blobs_per_tx(spec));
+        let (logs, outcome) = match evm.transact_commit(tx_env) {
             Ok(result) => (result.into_logs(), Ok(())),
             Err(err) => (Vec::new(), Err(err.to_string())),
-        }
+        };
+        (logs, outcome, evm.ctx.journaled_state.database.into_diff())
     };
-    let diff = evm.ctx.journaled_state.database.into_diff();
     let _wiped = state.apply(&diff);
 
     match (&entry.expect_exception, &outcome) {

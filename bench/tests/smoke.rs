@@ -15,8 +15,15 @@ fn run_all(
     prepared: &workload::Prepared,
     check: impl Fn(&sequencer::chain::ExecutedTx),
 ) -> (std::sync::Arc<sequencer::Node>, tempfile::TempDir) {
+    run_all_with(prepared, sequencer::Config::default(), check)
+}
+
+fn run_all_with(
+    prepared: &workload::Prepared,
+    mut config: sequencer::Config,
+    check: impl Fn(&sequencer::chain::ExecutedTx),
+) -> (std::sync::Arc<sequencer::Node>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sequencer::Config::default();
     config.storage.datadir = Some(dir.path().to_path_buf());
     let node =
         sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone())).unwrap();
@@ -66,10 +73,23 @@ fn every_workload_runs_on_every_target_and_the_baseline() {
 
 #[test]
 fn an_erc20_run_moves_exactly_the_tokens_it_should() {
+    erc20_run(sequencer::Config::default());
+}
+
+#[test]
+fn the_node_on_the_parallel_engine_moves_exactly_the_same_tokens() {
+    let mut config = sequencer::Config::default();
+    config.executor.threads = 2;
+    config.executor.min_parallel = 2;
+    let node = erc20_run(config);
+    assert!(node.executor.stats().parallel_batches > 0, "{:?}", node.executor.stats());
+}
+
+fn erc20_run(config: sequencer::Config) -> std::sync::Arc<sequencer::Node> {
     // 45 transfers among 30 accounts: the first 15 send twice, the others once.
     let (n, count) = (30usize, 45usize);
     let prepared = workload::prepare(Kind::Erc20, 5, n, count);
-    let (node, _dir) = run_all(&prepared, |executed| {
+    let (node, _dir) = run_all_with(&prepared, config, |executed| {
         assert!(executed.success);
         assert_eq!(executed.logs.len(), 1, "one Transfer event");
     });
@@ -85,6 +105,22 @@ fn an_erc20_run_moves_exactly_the_tokens_it_should() {
     }
     assert_ne!(expected, vec![U256::from(workload::TOKEN_BALANCE); n], "the run moves tokens");
     node.shutdown();
+    node
+}
+
+#[test]
+fn bench_parallel_measures_both_engines_on_the_same_blocks() {
+    let prepared = workload::prepare(Kind::Erc20, 6, 40, 200);
+    let r = bench::parallel::measure(&prepared, "erc20", 2, 50, 1).unwrap();
+    assert_eq!(r.txs, 200);
+    assert!(r.sequential_s > 0.0 && r.parallel_s > 0.0);
+    assert_eq!(r.ratio, r.sequential_s / r.parallel_s, "the ratio is of this run's own times");
+    assert_eq!(r.parallel_blocks + r.sequential_blocks, 4);
+    assert!(r.parallel_blocks > 0, "{r:?}");
+    // A chain (one sender) is recognised and runs on the sequential path.
+    let chain = workload::prepare(Kind::Eth, 6, 1, 100);
+    let r = bench::parallel::measure(&chain, "chain", 2, 50, 1).unwrap();
+    assert_eq!((r.parallel_blocks, r.sequential_blocks), (0, 2));
 }
 
 #[test]

@@ -100,6 +100,20 @@ pub struct TxOutcome {
     pub contract_address: Option<Address>,
 }
 
+impl TxOutcome {
+    /// The outcome of `tx` from revm's result.
+    pub fn new(tx: Arc<PooledTx>, result: ExecutionResult) -> Self {
+        let gas_used = result.gas().tx_gas_used();
+        let contract_address = result.created_address();
+        let success = result.is_success();
+        let logs = match result {
+            ExecutionResult::Success { logs, .. } => logs,
+            _ => Vec::new(),
+        };
+        Self { tx, success, gas_used, logs, contract_address }
+    }
+}
+
 /// The result of executing a batch.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
@@ -161,22 +175,10 @@ pub(crate) fn execute_sequential<H: BlockHashes>(
         } else {
             match evm.transact_commit(tx.tx_env()) {
                 Ok(result) => {
-                    let gas_used = result.gas().tx_gas_used();
-                    *gas_left = gas_left.saturating_sub(gas_used);
-                    out.gas_used += gas_used;
-                    let contract_address = result.created_address();
-                    let success = result.is_success();
-                    let logs = match result {
-                        ExecutionResult::Success { logs, .. } => logs,
-                        _ => Vec::new(),
-                    };
-                    out.executed.push(TxOutcome {
-                        tx: tx.clone(),
-                        success,
-                        gas_used,
-                        logs,
-                        contract_address,
-                    });
+                    let outcome = TxOutcome::new(tx.clone(), result);
+                    *gas_left = gas_left.saturating_sub(outcome.gas_used);
+                    out.gas_used += outcome.gas_used;
+                    out.executed.push(outcome);
                 }
                 Err(err) => out.dropped.push((tx.clone(), execution_error_message(&err))),
             }

@@ -2,7 +2,8 @@
 //! WebSocket), checks and orders them (pool), executes them with revm over `memstate` in
 //! mini-blocks and EVM blocks (builder), makes them durable (WAL) before any receipt is
 //! released, commits state roots with NOMT off the execution path, and serves reads,
-//! subscriptions and metrics.
+//! subscriptions and metrics. Execution runs sequentially or on the parallel engine
+//! ([`parallel`]), whose results equal the sequential ones.
 //!
 //! It does not own state storage (`memstate`), code generation (`jit`) or host placement
 //! (`numa`); it calls them. Nothing calls it but its binary, `bench` and tests.

@@ -38,7 +38,7 @@ use memstate::{AccountData, BlockHashes, MemState, Overlay, StateError};
 use mv::{Key, MvMemory, ReadValue, TxIdx, Written};
 use parking_lot::Mutex;
 use revm::{
-    context::ContextSetters,
+    context::{BlockEnv, ContextSetters, TxEnv},
     context_interface::{
         Cfg, ContextTr, JournalTr, Transaction,
         result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
@@ -188,17 +188,44 @@ impl Executor {
         gas_left: u64,
         deadline: Option<Instant>,
     ) -> BatchOutcome {
-        if let Some(out) = self.run_parallel(state, &hashes, rules, env, &txs, gas_left, deadline) {
-            return out;
+        let setup = Setup::new(rules, env.block_env(rules.spec));
+        let done = self.run_parallel(state, &hashes, &setup, &txs, gas_left, deadline, false);
+        let Some(done) = done else {
+            // A dependent chain, a small batch or one thread: the sequential path itself.
+            self.stats.lock().sequential_batches += 1;
+            return crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline);
+        };
+        let mut out =
+            BatchOutcome { gas_used: done.gas_used, diff: done.diff, ..Default::default() };
+        for (tx, result) in txs.iter().zip(done.results) {
+            match result {
+                TxResult::Deferred => out.deferred.push(tx.clone()),
+                TxResult::Failed(err) => {
+                    out.dropped.push((tx.clone(), execution_error_message(&err)))
+                }
+                TxResult::Executed(result) => out.executed.push(TxOutcome::new(tx.clone(), result)),
+            }
         }
-        // A dependent chain, a small batch or one thread: the sequential path itself.
-        self.stats.lock().sequential_batches += 1;
-        crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline)
+        out.deferred.extend(txs[done.committed..].iter().cloned());
+        out
+    }
+
+    /// The engine on any transactions and block settings (the conformance runner uses it),
+    /// always on the worker threads: `None` only if the engine has no worker pool. Results are
+    /// per transaction, in order, up to the first not reached.
+    pub fn execute_parallel<T: ExecTx, H: BlockHashes + Sync>(
+        &self,
+        state: &MemState,
+        hashes: &H,
+        setup: &Setup,
+        txs: &[T],
+    ) -> Option<Committed> {
+        self.run_parallel(state, hashes, setup, txs, u64::MAX, None, true)
     }
 
     /// Dependency groups of a batch: a sender's transactions together, and the transactions
     /// calling a known hot contract together.
-    fn groups(&self, txs: &[Arc<PooledTx>]) -> Vec<Vec<TxIdx>> {
+    fn groups<T: ExecTx>(&self, txs: &[T]) -> Vec<Vec<TxIdx>> {
         let hot = self.hot.lock();
         let mut by_key: hashbrown::HashMap<Address, usize> = hashbrown::HashMap::new();
         let mut parent: Vec<usize> = (0..txs.len()).collect();
@@ -210,10 +237,10 @@ impl Executor {
             i
         }
         for (i, tx) in txs.iter().enumerate() {
-            let target = tx.envelope.to().filter(|to| {
+            let target = tx.target().filter(|to| {
                 hot.get(to).is_some_and(|&(conflicts, seen)| seen >= 16 && conflicts * 2 > seen)
             });
-            for key in std::iter::once(tx.sender).chain(target) {
+            for key in std::iter::once(tx.sender()).chain(target) {
                 match by_key.get(&key) {
                     Some(&j) => {
                         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
@@ -235,33 +262,33 @@ impl Executor {
         groups
     }
 
-    /// Runs the batch on the workers; `None` if it should run sequentially instead.
+    /// Runs the batch on the workers; `None` if it should run sequentially instead (unless
+    /// `force`d: then only when there is no worker pool).
     #[allow(clippy::too_many_arguments)]
-    fn run_parallel<H: BlockHashes + Sync>(
+    fn run_parallel<T: ExecTx, H: BlockHashes + Sync>(
         &self,
         state: &MemState,
         hashes: &H,
-        rules: ChainRules,
-        env: &BlockEnvParams,
-        txs: &[Arc<PooledTx>],
+        setup: &Setup,
+        txs: &[T],
         gas_left: u64,
         deadline: Option<Instant>,
-    ) -> Option<BatchOutcome> {
+        force: bool,
+    ) -> Option<Committed> {
         let pool = self.pool.as_ref()?;
-        if txs.len() < self.config.min_parallel.max(2) {
+        if !force && txs.len() < self.config.min_parallel.max(2) {
             return None;
         }
         let groups = self.groups(txs);
         let largest = groups.iter().map(Vec::len).max().unwrap_or(0);
-        if largest as f64 > self.config.sequential_share * txs.len() as f64 {
+        if !force && largest as f64 > self.config.sequential_share * txs.len() as f64 {
             return None;
         }
         let view = state.view();
         let batch = Batch {
             base: &view,
             hashes,
-            rules,
-            env: *env,
+            setup,
             mv: MvMemory::new(),
             fees: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
             codes: Mutex::new(Default::default()),
@@ -279,7 +306,8 @@ impl Executor {
                 gas_left,
                 deadline,
                 overlay: Overlay::new(state, HashesRef(hashes)),
-                out: BatchOutcome::default(),
+                results: Vec::with_capacity(txs.len()),
+                gas_used: 0,
                 reexecuted: Vec::new(),
             }),
             finished: AtomicBool::new(false),
@@ -288,25 +316,28 @@ impl Executor {
             executions: AtomicUsize::new(0),
         };
         pool.broadcast(|_| shared.work());
-        let commit = shared.commit.into_inner();
+        let mut commit = shared.commit.into_inner();
         self.learn(txs, &commit.reexecuted);
-        let mut stats = self.stats.lock();
-        stats.parallel_batches += 1;
-        stats.executions += shared.executions.load(Ordering::Relaxed) as u64;
-        stats.reexecutions += commit.reexecuted.len() as u64;
-        let mut commit = commit;
-        commit.flush_fees(env.beneficiary);
-        let mut out = commit.out;
-        out.deferred.extend(txs[commit.next..].iter().cloned());
-        out.diff = commit.overlay.into_diff();
-        Some(out)
+        {
+            let mut stats = self.stats.lock();
+            stats.parallel_batches += 1;
+            stats.executions += shared.executions.load(Ordering::Relaxed) as u64;
+            stats.reexecutions += commit.reexecuted.len() as u64;
+        }
+        commit.flush_fees(setup.block.beneficiary);
+        Some(Committed {
+            committed: commit.next,
+            results: commit.results,
+            gas_used: commit.gas_used,
+            diff: commit.overlay.into_diff(),
+        })
     }
 
     /// Updates the per-contract conflict rates from a batch's re-executions.
-    fn learn(&self, txs: &[Arc<PooledTx>], reexecuted: &[TxIdx]) {
+    fn learn<T: ExecTx>(&self, txs: &[T], reexecuted: &[TxIdx]) {
         let mut hot = self.hot.lock();
         for (i, tx) in txs.iter().enumerate() {
-            let Some(to) = tx.envelope.to() else { continue };
+            let Some(to) = tx.target() else { continue };
             let entry = hot.entry(to).or_insert((0, 0));
             entry.1 += 1;
             if reexecuted.binary_search(&i).is_ok() {
@@ -320,6 +351,92 @@ impl Executor {
             hot.retain(|_, (c, s)| *c * 2 > *s);
         }
     }
+}
+
+/// A transaction the engine can run.
+pub trait ExecTx: Send + Sync {
+    /// revm's view of it.
+    fn tx_env(&self) -> TxEnv;
+    /// Its sender (transactions of one sender run in order on one worker).
+    fn sender(&self) -> Address;
+    /// The contract or account it calls (`None` for a creation).
+    fn target(&self) -> Option<Address>;
+    /// Its gas limit (it is deferred when the block has less left).
+    fn gas_limit(&self) -> u64;
+}
+
+impl ExecTx for Arc<PooledTx> {
+    fn tx_env(&self) -> TxEnv {
+        PooledTx::tx_env(self)
+    }
+    fn sender(&self) -> Address {
+        self.sender
+    }
+    fn target(&self) -> Option<Address> {
+        self.envelope.to()
+    }
+    fn gas_limit(&self) -> u64 {
+        PooledTx::gas_limit(self)
+    }
+}
+
+impl ExecTx for TxEnv {
+    fn tx_env(&self) -> TxEnv {
+        self.clone()
+    }
+    fn sender(&self) -> Address {
+        self.caller
+    }
+    fn target(&self) -> Option<Address> {
+        self.kind.to().copied()
+    }
+    fn gas_limit(&self) -> u64 {
+        self.gas_limit
+    }
+}
+
+/// The EVM every worker builds: rules and block.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Hard fork.
+    pub spec: SpecId,
+    /// Chain id.
+    pub chain_id: u64,
+    /// The block.
+    pub block: BlockEnv,
+    /// Blob limit per transaction, when it is not the fork's default.
+    pub max_blobs_per_tx: Option<u64>,
+}
+
+impl Setup {
+    /// The sequencer's setup for `rules` and `block`.
+    pub fn new(rules: ChainRules, block: BlockEnv) -> Self {
+        Self { spec: rules.spec, chain_id: rules.chain_id, block, max_blobs_per_tx: None }
+    }
+}
+
+/// What became of one transaction.
+#[derive(Debug)]
+pub enum TxResult {
+    /// It ran (succeeded, reverted or halted).
+    Executed(ExecutionResult),
+    /// revm refused it (nonce, funds, …); nothing changed.
+    Failed(EVMError<StateError, InvalidTransaction>),
+    /// It did not fit the gas left.
+    Deferred,
+}
+
+/// The committed prefix of a batch.
+#[derive(Debug)]
+pub struct Committed {
+    /// How many transactions were reached (the rest wait: deadline).
+    pub committed: usize,
+    /// Their results, in order.
+    pub results: Vec<TxResult>,
+    /// Gas used by the executed ones.
+    pub gas_used: u64,
+    /// The state changes, as the sequential path records them.
+    pub diff: memstate::StateDiff,
 }
 
 /// Credits a deferred fee as the sequential path's `reward_beneficiary` would have: the
@@ -354,8 +471,7 @@ struct Done {
 struct Batch<'b, H> {
     base: &'b memstate::StateView<'b>,
     hashes: &'b H,
-    rules: ChainRules,
-    env: BlockEnvParams,
+    setup: &'b Setup,
     mv: MvMemory,
     /// Deferred beneficiary fee of each executed transaction (`None`: not executed yet).
     fees: Vec<Mutex<Option<U256>>>,
@@ -370,7 +486,7 @@ impl<H: BlockHashes> Batch<'_, H> {
             Some((j, Written::Account { info, .. })) => (j + 1, info),
             _ => (0, self.base.account(&address)),
         };
-        if address == self.env.beneficiary {
+        if address == self.setup.block.beneficiary {
             // Fees deferred by the transactions since that version, as far as known now
             // (validation at commit sees them all).
             let fees: U256 = (from..idx).filter_map(|j| *self.fees[j].lock()).sum();
@@ -507,7 +623,8 @@ struct Commit<'b, H> {
     deadline: Option<Instant>,
     /// The committed prefix, applied as the sequential path applies it.
     overlay: Overlay<'b, HashesRef<'b, H>>,
-    out: BatchOutcome,
+    results: Vec<TxResult>,
+    gas_used: u64,
     reexecuted: Vec<TxIdx>,
 }
 
@@ -536,9 +653,9 @@ impl<H: BlockHashes> Commit<'_, H> {
     }
 }
 
-struct Shared<'c, 'b, H> {
+struct Shared<'c, 'b, H, T> {
     batch: &'c Batch<'b, H>,
-    txs: &'c [Arc<PooledTx>],
+    txs: &'c [T],
     groups: Vec<Vec<TxIdx>>,
     next_group: AtomicUsize,
     done: Vec<Mutex<Option<Done>>>,
@@ -552,18 +669,21 @@ struct Shared<'c, 'b, H> {
     executions: AtomicUsize,
 }
 
-impl<H: BlockHashes> Shared<'_, '_, H> {
+impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
     /// One worker: commit what can be committed, else execute the next group, until the
     /// whole batch is committed.
     fn work(&self) {
-        let rules = self.batch.rules;
+        let setup = self.batch.setup;
         let db = VersionedDb {
             batch: self.batch,
             idx: 0,
             reads: Vec::new(),
             codes: hashbrown::HashMap::new(),
         };
-        let mut evm = new_evm(db, rules.spec, rules.chain_id, self.batch.env.block_env(rules.spec));
+        let mut evm = new_evm(db, setup.spec, setup.chain_id, setup.block.clone());
+        if let Some(max) = setup.max_blobs_per_tx {
+            evm.ctx.cfg.max_blobs_per_tx = Some(max);
+        }
         let mut idle = 0u32;
         // Groups are claimed a few at a time: fewer trips to the shared counter, and each
         // worker's transactions sit apart from the others' in the per-transaction slots.
@@ -648,15 +768,14 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
             }
             let mut done =
                 self.done[idx].lock().take().expect("an executed transaction has a result");
-            let tx = &self.txs[idx];
             commit.next += 1;
-            if tx.gas_limit() > commit.gas_left {
+            if self.txs[idx].gas_limit() > commit.gas_left {
                 // As the sequential path: not attempted, so its writes must not be seen.
                 for key in &done.writes {
                     self.batch.mv.remove(idx, key);
                 }
                 *self.batch.fees[idx].lock() = Some(U256::ZERO);
-                commit.out.deferred.push(tx.clone());
+                commit.results.push(TxResult::Deferred);
             } else {
                 let valid =
                     done.reads.iter().all(|(key, value)| self.batch.reread(key, idx) == *value);
@@ -668,8 +787,8 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
                     Ok(result) => {
                         let gas_used = result.gas().tx_gas_used();
                         commit.gas_left = commit.gas_left.saturating_sub(gas_used);
-                        commit.out.gas_used += gas_used;
-                        let beneficiary = self.batch.env.beneficiary;
+                        commit.gas_used += gas_used;
+                        let beneficiary = self.batch.setup.block.beneficiary;
                         if done.state.get(&beneficiary).is_some_and(|a| a.is_touched()) {
                             // Its own write includes the fees deferred before it (it read them).
                             commit.flush_fees(beneficiary);
@@ -678,23 +797,9 @@ impl<H: BlockHashes> Shared<'_, '_, H> {
                         if let Some(fee) = done.fee {
                             commit.defer_fee(beneficiary, fee);
                         }
-                        let contract_address = result.created_address();
-                        let success = result.is_success();
-                        let logs = match result {
-                            ExecutionResult::Success { logs, .. } => logs,
-                            _ => Vec::new(),
-                        };
-                        commit.out.executed.push(TxOutcome {
-                            tx: tx.clone(),
-                            success,
-                            gas_used,
-                            logs,
-                            contract_address,
-                        });
+                        commit.results.push(TxResult::Executed(result));
                     }
-                    Err(err) => {
-                        commit.out.dropped.push((tx.clone(), execution_error_message(&err)));
-                    }
+                    Err(err) => commit.results.push(TxResult::Failed(err)),
                 }
             }
             if commit.deadline.is_some_and(|d| Instant::now() >= d) {
