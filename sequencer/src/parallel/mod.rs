@@ -18,8 +18,12 @@
 //!   re-executed there, against final predecessors, which is always correct. So every
 //!   transaction runs at most twice, and the committed results are those of sequential
 //!   execution.
-//! - The committed results are applied to the [`Overlay`] in order, exactly as the sequential
-//!   path does, deferred fees included; so the state diff is the sequential one.
+//! - The state diff is built once at the end from the newest committed versions and what each
+//!   committed transaction touched, by the rules the sequential path's `memstate::Overlay`
+//!   applies per transaction (an entry per touched account, EIP-161 deletion, storage wiped on
+//!   creation and self-destruct, the beneficiary's summed fees): the same diff, without a
+//!   per-transaction commit on the critical path. Each execution's state is dropped on the
+//!   thread that made it.
 
 mod mv;
 
@@ -34,7 +38,7 @@ use std::{
 
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, Bytes, U256};
-use memstate::{AccountData, BlockHashes, MemState, Overlay, StateError};
+use memstate::{AccountData, BlockHashes, MemState, StateDiff, StateError};
 use mv::{Key, MvMemory, ReadValue, TxIdx, Written};
 use parking_lot::Mutex;
 use revm::{
@@ -43,10 +47,10 @@ use revm::{
         Cfg, ContextTr, JournalTr, Transaction,
         result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
     },
-    database_interface::{Database, DatabaseCommit},
+    database_interface::Database,
     handler::{EvmTr, FrameResult, Handler, MainnetContext, MainnetEvm, post_execution},
-    primitives::{AddressMap, hardfork::SpecId},
-    state::{Account as RevmAccount, AccountInfo, Bytecode, EvmState},
+    primitives::hardfork::SpecId,
+    state::{AccountInfo, Bytecode, EvmState},
 };
 
 use crate::{
@@ -301,12 +305,11 @@ impl Executor {
             done: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
             executed: (0..txs.len()).map(|_| AtomicBool::new(false)).collect(),
             commit: Mutex::new(Commit {
-                pending_fee: None,
                 next: 0,
                 gas_left,
                 deadline,
-                overlay: Overlay::new(state, HashesRef(hashes)),
                 results: Vec::with_capacity(txs.len()),
+                effects: Vec::with_capacity(txs.len()),
                 gas_used: 0,
                 reexecuted: Vec::new(),
             }),
@@ -316,7 +319,7 @@ impl Executor {
             executions: AtomicUsize::new(0),
         };
         pool.broadcast(|_| shared.work());
-        let mut commit = shared.commit.into_inner();
+        let commit = shared.commit.into_inner();
         self.learn(txs, &commit.reexecuted);
         {
             let mut stats = self.stats.lock();
@@ -324,12 +327,12 @@ impl Executor {
             stats.executions += shared.executions.load(Ordering::Relaxed) as u64;
             stats.reexecutions += commit.reexecuted.len() as u64;
         }
-        commit.flush_fees(setup.block.beneficiary);
+        let diff = batch.diff(commit.next, &commit.effects);
         Some(Committed {
             committed: commit.next,
             results: commit.results,
             gas_used: commit.gas_used,
-            diff: commit.overlay.into_diff(),
+            diff,
         })
     }
 
@@ -439,32 +442,25 @@ pub struct Committed {
     pub diff: memstate::StateDiff,
 }
 
-/// Credits a deferred fee as the sequential path's `reward_beneficiary` would have: the
-/// beneficiary is loaded, credited and touched (an empty one is then deleted, EIP-161).
-fn credit_beneficiary<H: BlockHashes>(
-    overlay: &mut Overlay<'_, H>,
-    beneficiary: Address,
-    fee: U256,
-) {
-    let existing = overlay.account(&beneficiary);
-    let mut account = match existing {
-        Some(data) => RevmAccount::from(memstate::account_info(data)),
-        None => RevmAccount::new_not_existing(Default::default()),
-    };
-    account.info.balance += fee;
-    account.mark_touch();
-    let mut changes = AddressMap::default();
-    changes.insert(beneficiary, account);
-    overlay.commit(changes);
-}
-
 /// One execution of one transaction.
 struct Done {
     result: Result<ExecutionResult, EVMError<StateError, InvalidTransaction>>,
-    state: EvmState,
     reads: Vec<(Key, ReadValue)>,
     writes: Vec<Key>,
     fee: Option<U256>,
+    touched: Touched,
+}
+
+/// What an execution did beyond its versioned writes, as far as the state diff cares (the
+/// sequential path's overlay records an entry for every touched account).
+#[derive(Default)]
+struct Touched {
+    /// Every account it touched.
+    all: Vec<Address>,
+    /// Touched accounts that ended self-destructed or empty (deleted, storage wiped).
+    emptied: Vec<Address>,
+    /// Code of touched accounts that carry it (new contracts), by hash.
+    codes: Vec<(B256, Bytecode)>,
 }
 
 /// The state one batch reads: its base and the versions written in it.
@@ -509,6 +505,86 @@ impl<H: BlockHashes> Batch<'_, H> {
             _ if cleared.is_some() => U256::ZERO,
             _ => self.base.storage(&address, &slot),
         }
+    }
+
+    /// The state diff of the first `committed` transactions, as the sequential path's overlay
+    /// would have recorded it: every touched account with its final fields, storage marked
+    /// wiped if it was wiped at any point, the slots written since the last wipe, the
+    /// beneficiary with its fees, and the code of new contracts.
+    fn diff(&self, committed: TxIdx, effects: &[(TxIdx, Touched, Option<U256>)]) -> StateDiff {
+        let mut diff = StateDiff::default();
+        for (_, touched, _) in effects {
+            for address in &touched.all {
+                diff.accounts.entry(*address).or_default();
+            }
+            for address in &touched.emptied {
+                diff.accounts.entry(*address).or_default().storage_cleared = true;
+            }
+            for (hash, code) in &touched.codes {
+                if !diff.codes.contains_key(hash) && self.base.code_by_hash(hash).is_none() {
+                    diff.codes.insert(*hash, code.clone());
+                }
+            }
+        }
+        for (key, index, value) in self.mv.latest_versions(committed) {
+            match (&key, value) {
+                (Key::Account(a), _) => {
+                    diff.accounts.entry(*a).or_default();
+                }
+                (Key::Wipe(a), _) => diff.accounts.entry(*a).or_default().storage_cleared = true,
+                (Key::Slot(a, slot), Written::Slot(v)) => {
+                    let wiped = self.mv.latest_before(&Key::Wipe(*a), committed).map(|(j, _)| j);
+                    if wiped.is_none_or(|w| index >= w) {
+                        diff.accounts.entry(*a).or_default().storage.insert(*slot, v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The beneficiary: touched by every deferred fee. A zero fee that touches it while it
+        // is empty deletes it (EIP-161), which the diff records as a wipe.
+        let beneficiary = self.setup.block.beneficiary;
+        if effects.iter().any(|(_, _, fee)| fee.is_some()) {
+            let mut running = self.base.account(&beneficiary);
+            let mut cleared = false;
+            for (idx, touched, fee) in effects {
+                if let Some((j, Written::Account { info, .. })) =
+                    self.mv.latest_before(&Key::Account(beneficiary), idx + 1)
+                    && j == *idx
+                {
+                    running = info;
+                }
+                if touched.emptied.contains(&beneficiary) {
+                    running = None;
+                }
+                if let Some(fee) = fee {
+                    let empty = running.is_none_or(|a| {
+                        a.nonce == 0 && a.balance.is_zero() && a.code_hash == memstate::KECCAK_EMPTY
+                    });
+                    if empty && fee.is_zero() {
+                        running = None;
+                        cleared = true;
+                    } else {
+                        let a = running.get_or_insert(AccountData {
+                            nonce: 0,
+                            balance: U256::ZERO,
+                            code_hash: memstate::KECCAK_EMPTY,
+                        });
+                        a.balance += *fee;
+                    }
+                }
+            }
+            let entry = diff.accounts.entry(beneficiary).or_default();
+            entry.storage_cleared |= cleared;
+        }
+        for (address, change) in &mut diff.accounts {
+            change.info = self.read_account(*address, committed);
+            if change.info.is_none() {
+                // A deleted account's entry lists no slots (the overlay clears them).
+                change.storage.clear();
+            }
+        }
+        diff
     }
 
     fn reread(&self, key: &Key, idx: TxIdx) -> ReadValue {
@@ -605,52 +681,15 @@ impl<'c, 'b, H: BlockHashes> Handler for LazyFee<WorkerEvm<'c, 'b, H>> {
     }
 }
 
-/// Block hashes shared by the workers and the committer's overlay.
-struct HashesRef<'b, H>(&'b H);
-
-impl<H: BlockHashes> BlockHashes for HashesRef<'_, H> {
-    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
-        self.0.block_hash(number)
-    }
-}
-
-struct Commit<'b, H> {
-    /// Fees deferred since the beneficiary was last credited in `overlay` (`None`: no touch
-    /// pending).
-    pending_fee: Option<U256>,
+struct Commit {
     next: TxIdx,
     gas_left: u64,
     deadline: Option<Instant>,
-    /// The committed prefix, applied as the sequential path applies it.
-    overlay: Overlay<'b, HashesRef<'b, H>>,
     results: Vec<TxResult>,
+    /// Per committed transaction that ran: what it touched, and its deferred fee.
+    effects: Vec<(TxIdx, Touched, Option<U256>)>,
     gas_used: u64,
     reexecuted: Vec<TxIdx>,
-}
-
-impl<H: BlockHashes> Commit<'_, H> {
-    /// Adds a transaction's deferred fee. Summing them and crediting once gives the same
-    /// diff as crediting each (the sequential path), except where a zero fee touches an
-    /// empty beneficiary, which EIP-161 then deletes: that touch is applied at once.
-    fn defer_fee(&mut self, beneficiary: Address, fee: U256) {
-        if fee.is_zero()
-            && self.pending_fee.is_none()
-            && self.overlay.account(&beneficiary).is_none_or(|a| {
-                a.nonce == 0 && a.balance.is_zero() && a.code_hash == memstate::KECCAK_EMPTY
-            })
-        {
-            credit_beneficiary(&mut self.overlay, beneficiary, fee);
-        } else {
-            self.pending_fee = Some(self.pending_fee.unwrap_or_default() + fee);
-        }
-    }
-
-    /// Credits the fees deferred so far.
-    fn flush_fees(&mut self, beneficiary: Address) {
-        if let Some(fee) = self.pending_fee.take() {
-            credit_beneficiary(&mut self.overlay, beneficiary, fee);
-        }
-    }
 }
 
 struct Shared<'c, 'b, H, T> {
@@ -660,7 +699,7 @@ struct Shared<'c, 'b, H, T> {
     next_group: AtomicUsize,
     done: Vec<Mutex<Option<Done>>>,
     executed: Vec<AtomicBool>,
-    commit: Mutex<Commit<'b, H>>,
+    commit: Mutex<Commit>,
     finished: AtomicBool,
     /// The deadline passed: stop executing, commit nothing more.
     stop: AtomicBool,
@@ -743,24 +782,29 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
         let result = handler.run(evm);
         let state = evm.ctx.journal_mut().finalize();
         let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
-        let (writes, fee) = match &result {
-            Ok(_) => (writes_of(&state, &reads), handler.deferred.get()),
-            Err(_) => (Vec::new(), None),
+        let (writes, fee, touched) = match &result {
+            Ok(_) => {
+                let (writes, touched) = effects_of(&state, &reads);
+                (writes, handler.deferred.get(), touched)
+            }
+            Err(_) => (Vec::new(), None, Touched::default()),
         };
-        for (hash, code) in state.values().filter_map(|a| {
-            let code = a.info.code.as_ref()?;
-            (a.is_touched() && a.info.code_hash != memstate::KECCAK_EMPTY)
-                .then(|| (a.info.code_hash, code.clone()))
-        }) {
-            self.batch.codes.lock().entry(hash).or_insert(code);
+        // The state is dropped here, on the thread that allocated it.
+        drop(state);
+        if !touched.codes.is_empty() {
+            let mut codes = self.batch.codes.lock();
+            for (hash, code) in &touched.codes {
+                codes.entry(*hash).or_insert_with(|| code.clone());
+            }
         }
         self.batch.mv.record(idx, &writes, previous);
         *self.batch.fees[idx].lock() = Some(fee.unwrap_or_default());
-        Done { result, state, reads, writes: writes.into_iter().map(|(k, _)| k).collect(), fee }
+        let writes = writes.into_iter().map(|(k, _)| k).collect();
+        Done { result, reads, writes, fee, touched }
     }
 
-    /// Commits every transaction it can, in order, into the committed overlay.
-    fn advance(&self, commit: &mut Commit<'_, H>, evm: &mut WorkerEvm<'_, '_, H>) {
+    /// Commits every transaction it can, in order.
+    fn advance(&self, commit: &mut Commit, evm: &mut WorkerEvm<'_, '_, H>) {
         while commit.next < self.txs.len() {
             let idx = commit.next;
             if !self.executed[idx].load(Ordering::Acquire) {
@@ -788,15 +832,7 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
                         let gas_used = result.gas().tx_gas_used();
                         commit.gas_left = commit.gas_left.saturating_sub(gas_used);
                         commit.gas_used += gas_used;
-                        let beneficiary = self.batch.setup.block.beneficiary;
-                        if done.state.get(&beneficiary).is_some_and(|a| a.is_touched()) {
-                            // Its own write includes the fees deferred before it (it read them).
-                            commit.flush_fees(beneficiary);
-                        }
-                        commit.overlay.commit(done.state);
-                        if let Some(fee) = done.fee {
-                            commit.defer_fee(beneficiary, fee);
-                        }
+                        commit.effects.push((idx, done.touched, done.fee));
                         commit.results.push(TxResult::Executed(result));
                     }
                     Err(err) => commit.results.push(TxResult::Failed(err)),
@@ -811,12 +847,12 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
     }
 }
 
-/// The writes of an execution, by the same rules as [`Overlay`]'s commit (EIP-161 deletion of
-/// touched empty accounts, storage wiped on creation and self-destruct). An account that was
-/// touched but ends as it was read (a called contract, a zero-value recipient) is not written:
-/// readers of the older version see the same value, and a hot contract's account does not
-/// collect one version per caller.
-fn writes_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> Vec<(Key, Written)> {
+/// The writes of an execution, by the same rules as `memstate::Overlay`'s commit (EIP-161 deletion of
+/// touched empty accounts, storage wiped on creation and self-destruct), and what else it
+/// touched. An account that was touched but ends as it was read (a called contract, a
+/// zero-value recipient) gets no version: readers of the older one see the same value, and a
+/// hot contract's account does not collect one version per caller.
+fn effects_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> (Vec<(Key, Written)>, Touched) {
     let read_as = |address: &Address| {
         reads.iter().find_map(|(k, v)| match (k, v) {
             (Key::Account(a), ReadValue::Account(info)) if a == address => Some(*info),
@@ -824,19 +860,27 @@ fn writes_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> Vec<(Key, Written)
         })
     };
     let mut out = Vec::new();
+    let mut touched = Touched::default();
     for (address, account) in state {
         if !account.is_touched() {
             continue;
         }
+        touched.all.push(*address);
         if account.is_selfdestructed() || account.is_empty() {
+            touched.emptied.push(*address);
             if read_as(address) == Some(None) && !account.is_created() {
                 // Did not exist and still does not (a precompile or empty account touched by
-                // a call): nothing to say, and no storage to wipe.
+                // a call): no version, and no storage to wipe.
                 continue;
             }
             out.push((Key::Account(*address), Written::Account { info: None, cleared: true }));
             out.push((Key::Wipe(*address), Written::Wipe));
             continue;
+        }
+        if let Some(code) = &account.info.code
+            && account.info.code_hash != memstate::KECCAK_EMPTY
+        {
+            touched.codes.push((account.info.code_hash, code.clone()));
         }
         let cleared = account.is_created();
         let info = AccountData {
@@ -856,5 +900,5 @@ fn writes_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> Vec<(Key, Written)
             }
         }
     }
-    out
+    (out, touched)
 }

@@ -95,6 +95,21 @@ impl MvMemory {
         below.checked_sub(1).map(|p| versions[p])
     }
 
+    /// Every key's newest version before `idx`.
+    pub(crate) fn latest_versions(&self, idx: TxIdx) -> Vec<(Key, TxIdx, Written)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for (key, versions) in shard.iter() {
+                let below = versions.partition_point(|(i, _)| *i < idx);
+                if let Some(&(i, w)) = below.checked_sub(1).map(|p| &versions[p]) {
+                    out.push((*key, i, w));
+                }
+            }
+        }
+        out
+    }
+
     /// Records `idx`'s writes, removing its writes from an earlier execution that this one no
     /// longer makes. `previous` is the key list of that earlier execution.
     pub(crate) fn record(&self, idx: TxIdx, writes: &[(Key, Written)], previous: &[Key]) {
