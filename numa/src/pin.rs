@@ -48,23 +48,39 @@ pub struct ExecutorPools {
 impl ExecutorPools {
     /// Builds the pools. A node without executors gets no pool.
     pub fn build(plan: &Plan, pin: bool) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let pin = pin && !plan.shared;
         let mut pools = Vec::new();
         for pool in plan.executors.iter().filter(|p| !p.cpus.is_empty()) {
-            let cpus = pool.cpus.clone();
-            let node = pool.node;
-            let built = rayon::ThreadPoolBuilder::new()
-                .num_threads(cpus.len())
-                .thread_name(move |i| format!("exec-n{node}-{i}"))
-                .start_handler(move |i| {
-                    if pin && !pin_to(cpus[i]) {
-                        tracing::warn!(cpu = cpus[i], "cannot pin executor thread");
-                    }
-                })
-                .build()?;
-            pools.push((node, Arc::new(built)));
+            pools.push((pool.node, Arc::new(Self::node_pool(plan, pool.node, pin, None)?)));
         }
         Ok(Self { pools })
+    }
+
+    /// One pool on `node`'s executor CPUs (`threads` of them, all if `None`), each thread
+    /// pinned to its CPU when `pin` is set and the plan is not shared. More threads than the
+    /// node has executor CPUs are not pinned.
+    pub fn node_pool(
+        plan: &Plan,
+        node: usize,
+        pin: bool,
+        threads: Option<usize>,
+    ) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+        let cpus: Vec<usize> = plan
+            .executors
+            .iter()
+            .find(|p| p.node == node)
+            .map(|p| p.cpus.clone())
+            .unwrap_or_default();
+        let threads = threads.unwrap_or(cpus.len()).max(1);
+        let pin = pin && !plan.shared && cpus.len() >= threads;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("exec-n{node}-{i}"))
+            .start_handler(move |i| {
+                if pin && !pin_to(cpus[i]) {
+                    tracing::warn!(cpu = cpus[i], "cannot pin executor thread");
+                }
+            })
+            .build()
     }
 
     /// The pools, by node.
@@ -81,6 +97,21 @@ impl ExecutorPools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_follow_the_plan() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/laptop");
+        let topology = crate::Topology::read(root).unwrap();
+        let plan = Plan::new(&topology, &crate::HostConfig::default()).unwrap();
+        // Not pinned: the fixture's CPUs are not this machine's.
+        let pools = ExecutorPools::build(&plan, false).unwrap();
+        assert_eq!(pools.pools().len(), 1);
+        assert_eq!(pools.node(0).unwrap().current_num_threads(), plan.executors[0].cpus.len());
+        assert!(pools.node(1).is_none());
+        let three = ExecutorPools::node_pool(&plan, 0, false, Some(3)).unwrap();
+        assert_eq!(three.current_num_threads(), 3);
+    }
 
     #[test]
     fn pinning_on_this_host_changes_the_affinity() {

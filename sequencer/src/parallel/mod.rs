@@ -130,17 +130,16 @@ impl Executor {
         placement: &crate::host::Placement,
     ) -> Result<Self, rayon::ThreadPoolBuildError> {
         // The node with the most executor CPUs: a batch's workers share its memory.
-        let cpus: Vec<usize> = placement
+        let node = placement
             .plan
             .as_ref()
             .and_then(|p| p.executors.iter().max_by_key(|e| e.cpus.len()))
-            .map(|e| e.cpus.clone())
-            .unwrap_or_default();
+            .filter(|e| !e.cpus.is_empty());
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = match section.threads {
-            0 if cpus.is_empty() => available,
-            0 => cpus.len(),
-            n => n,
+        let threads = match (section.threads, node) {
+            (0, None) => available,
+            (0, Some(e)) => e.cpus.len(),
+            (n, _) => n,
         };
         let config = ExecutorConfig {
             threads,
@@ -150,16 +149,15 @@ impl Executor {
         if threads <= 1 {
             return Self::new(config, None);
         }
-        let pin = placement.pin && cpus.len() >= threads;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("exec-{i}"))
-            .start_handler(move |i| {
-                if pin {
-                    numa::pin_to(cpus[i]);
-                }
-            })
-            .build()?;
+        let pool = match (&placement.plan, node) {
+            (Some(plan), Some(e)) => {
+                numa::ExecutorPools::node_pool(plan, e.node, placement.pin, Some(threads))?
+            }
+            _ => rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("exec-{i}"))
+                .build()?,
+        };
         Self::new(config, Some(Arc::new(pool)))
     }
 

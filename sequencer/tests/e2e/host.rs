@@ -65,7 +65,8 @@ fn a_satisfiable_server_config_starts_and_pins_the_builder() {
     let config = config_file(
         dir.path(),
         "[host]\nprofile = \"server\"\nrpc_cores = 0\nnomt_cores = 0\njit_cores = 0\n\
-         [memory]\nhuge_pages = \"off\"\nexpected_state_mib = 64\n",
+         [memory]\nhuge_pages = \"off\"\nexpected_state_mib = 64\n\
+         [executor]\nthreads = 0\n",
     );
     let data = dir.path().join("data");
     let node = Sequencer::start_in(Some(&data), &["--config", config.to_str().unwrap()]);
@@ -73,13 +74,24 @@ fn a_satisfiable_server_config_starts_and_pins_the_builder() {
     topology.restrict_to(&cpus);
     let first_core_cpu = topology.cores.first().map(|c| c.cpus[0]);
     let want = vec![first_core_cpu.unwrap().to_string()];
-    // The builder pins itself as its thread starts, which may be just after the RPC banner.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut builder = thread_cpus(node.child.id(), "block-builder");
-    while builder != want && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        builder = thread_cpus(node.child.id(), "block-builder");
-    }
-    assert_eq!(builder, want);
+    // Threads pin themselves as they start, which may be just after the RPC banner.
+    let settled = |name: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut cpus = thread_cpus(node.child.id(), name);
+        while cpus != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            cpus = thread_cpus(node.child.id(), name);
+        }
+        cpus
+    };
+    assert_eq!(settled("block-builder"), want);
+    // The parallel engine's workers: one per executor CPU of the node, each pinned to its own.
+    assert_eq!(settled("exec-n0-0"), want);
+    let workers: usize = topology.cores.len();
+    let mut pinned: Vec<String> =
+        (0..workers).flat_map(|i| thread_cpus(node.child.id(), &format!("exec-n0-{i}"))).collect();
+    pinned.sort();
+    pinned.dedup();
+    assert_eq!(pinned.len(), workers, "each worker on its own CPU: {pinned:?}");
     drop(node);
 }
