@@ -16,7 +16,6 @@ use rayon::prelude::*;
 use revm::{
     ExecuteEvm,
     database::{CacheDB, EmptyDB},
-    primitives::hardfork::SpecId,
     state::{AccountInfo, Bytecode},
 };
 
@@ -109,9 +108,9 @@ pub fn run(p: &Prepared, block_txs: usize, parallel_recovery: bool) -> StageTime
         {
             let mut evm = sequencer::exec::new_evm(
                 &mut db,
-                SpecId::OSAKA,
+                p.kind.spec(),
                 CHAIN_ID,
-                env.block_env(SpecId::OSAKA),
+                env.block_env(p.kind.spec()),
             );
             for (tx, sender) in &recovered {
                 let out = evm

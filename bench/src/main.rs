@@ -133,7 +133,8 @@ enum Command {
         /// Worker threads, one result per count.
         #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
         threads: Vec<usize>,
-        /// Workloads: eth, erc20, amm, amm-hot, chain.
+        /// Workloads: eth, erc20, amm, amm-hot, chain, compute (snailtracer calls; give it
+        /// fewer transactions and smaller blocks).
         #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string(), "amm-hot".to_string(), "chain".to_string()])]
         workloads: Vec<String>,
         /// Funded accounts.
@@ -151,6 +152,10 @@ enum Command {
         /// Workload seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The engine's gate: blocks predicted to average less gas per transaction run
+        /// sequentially. 0 runs every block on the workers (measures the engine itself).
+        #[arg(long, default_value_t = sequencer::parallel::ExecutorConfig::default().min_parallel_gas)]
+        min_parallel_gas: u64,
         /// Print one JSON object per result.
         #[arg(long)]
         json: bool,
@@ -193,9 +198,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Parallel { threads, workloads, accounts, txs, block_txs, runs, seed, json } => {
-            match parallel(&threads, &workloads, accounts, txs, block_txs, runs.max(1), seed, json)
-            {
+        Command::Parallel {
+            threads,
+            workloads,
+            accounts,
+            txs,
+            block_txs,
+            runs,
+            seed,
+            min_parallel_gas,
+            json,
+        } => {
+            let sizes = (accounts, txs, block_txs, runs.max(1));
+            match parallel(&threads, &workloads, sizes, seed, min_parallel_gas, json) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -446,15 +461,12 @@ fn run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn parallel(
     threads: &[usize],
     workloads: &[String],
-    accounts: usize,
-    txs: usize,
-    block_txs: usize,
-    runs: usize,
+    (accounts, txs, block_txs, runs): (usize, usize, usize, usize),
     seed: u64,
+    min_parallel_gas: u64,
     json: bool,
 ) -> Result<(), String> {
     let machine = machine::describe();
@@ -466,7 +478,7 @@ fn parallel(
         );
         println!("command: {command}");
         println!(
-            "{txs} transactions in blocks of {block_txs}, {accounts} accounts; median of {runs} runs"
+            "{txs} transactions in blocks of {block_txs}, {accounts} accounts; median of {runs} runs; min_parallel_gas {min_parallel_gas}"
         );
         println!(
             "\n| workload | threads | sequential tx/s | parallel tx/s | speed-up | CPU s seq / par | re-executions per tx | blocks parallel / sequential |"
@@ -479,12 +491,20 @@ fn parallel(
             "erc20" => workload::prepare(Kind::Erc20, seed, accounts, txs),
             "amm" => workload::prepare(Kind::Amm, seed, accounts, txs),
             "amm-hot" => workload::prepare(Kind::AmmHot, seed, accounts, txs),
+            "compute" => workload::prepare(Kind::Compute, seed, accounts, txs),
             // One account: every transaction depends on the one before (its nonce and balance).
             "chain" => workload::prepare(Kind::Eth, seed, 1, txs),
             other => return Err(format!("unknown workload {other:?}")),
         };
         for &n in threads {
-            let r = bench::parallel::measure(&prepared, name, n.max(1), block_txs, runs)?;
+            let r = bench::parallel::measure(
+                &prepared,
+                name,
+                n.max(1),
+                block_txs,
+                runs,
+                min_parallel_gas,
+            )?;
             let tps = |s: f64| r.txs as f64 / s;
             if json {
                 println!(

@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Instant};
 
 use alloy_primitives::Address;
 use memstate::{MemState, NoBlockHashes};
-use revm::primitives::hardfork::SpecId;
 use sequencer::{
     exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
     parallel::{Executor, ExecutorConfig},
@@ -59,16 +58,18 @@ pub fn pooled(p: &Prepared) -> Vec<Arc<PooledTx>> {
         .collect()
 }
 
-/// Measures `p` (named `name`) at `threads` worker threads.
+/// Measures `p` (named `name`) at `threads` worker threads, with the engine's
+/// `min_parallel_gas` gate as given (0 runs every block on the workers).
 pub fn measure(
     p: &Prepared,
     name: &str,
     threads: usize,
     block_txs: usize,
     runs: usize,
+    min_parallel_gas: u64,
 ) -> Result<ParallelResult, String> {
     let txs = pooled(p);
-    let rules = ChainRules { spec: SpecId::OSAKA, chain_id: crate::workload::CHAIN_ID };
+    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
     let mut seq = Vec::new();
     let mut par = Vec::new();
     let mut seq_cpu = Vec::new();
@@ -82,7 +83,7 @@ pub fn measure(
             .thread_name(|i| format!("bench-exec-{i}"))
             .build()
             .map_err(|e| e.to_string())?;
-        let config = ExecutorConfig { threads, ..Default::default() };
+        let config = ExecutorConfig { threads, min_parallel_gas, ..Default::default() };
         let engine = Executor::new(config, (threads > 1).then(|| Arc::new(pool)))
             .map_err(|e| e.to_string())?;
         let (mut s, mut q, mut sc, mut pc) = (0.0, 0.0, 0.0, 0.0);
@@ -128,6 +129,13 @@ pub fn measure(
                     expected.executed.len(),
                     block.len(),
                     expected.dropped.first().map(|d| &d.1)
+                ));
+            }
+            if let Some(failed) = expected.executed.iter().find(|t| !t.success) {
+                return Err(format!(
+                    "{name}: block {number}: a transaction failed (gas used {}): the workload \
+                     would measure nothing",
+                    failed.gas_used
                 ));
             }
             state.apply(&expected.diff);

@@ -232,6 +232,7 @@ thread_local! {
             threads: 1,
             sequential_share: 1.0,
             min_parallel: 1,
+            min_parallel_gas: 0,
         };
         sequencer::parallel::Executor::new(config, Some(std::sync::Arc::new(pool)))
             .expect("no pool to build")

@@ -31,12 +31,34 @@ pub const MAX_FEE: u128 = 100_000_000_000;
 /// Priority fee of every benchmark transaction.
 pub const TIP: u128 = 1_000_000_000;
 
-/// Where AMM pool `i` lives.
-pub fn pool_address(i: usize) -> Address {
-    let mut bytes = [0x50u8; 20];
+/// Address `i` of a family of contracts: `prefix` repeated, then `i` in the last 8 bytes.
+fn numbered(prefix: u8, i: usize) -> Address {
+    let mut bytes = [prefix; 20];
     bytes[12..].copy_from_slice(&(i as u64).to_be_bytes());
     Address::new(bytes)
 }
+
+/// Where AMM pool `i` lives.
+pub fn pool_address(i: usize) -> Address {
+    numbered(0x50, i)
+}
+
+/// Copies of the snailtracer contract in the `compute` workload.
+pub const COMPUTE_COPIES: usize = 256;
+/// Gas limit of one snailtracer call: more than Osaka's per-transaction cap (EIP-7825), so the
+/// `compute` workload runs under Prague rules.
+pub const COMPUTE_GAS: u64 = 1_000_000_000;
+
+/// Where snailtracer copy `i` lives.
+pub fn compute_address(i: usize) -> Address {
+    numbered(0x5a, i)
+}
+
+/// revm's snailtracer runtime code (bench/fixtures/snailtracer.hex, MIT, from revm's benches).
+pub fn snailtracer_code() -> Bytes {
+    creation_code(include_str!("../fixtures/snailtracer.hex")).into()
+}
+
 /// Each pool's reserves of each side at genesis.
 pub const POOL_RESERVE: u128 = 1_000_000_000_000_000_000_000_000;
 /// Each trader's balance of each side in its pool at genesis.
@@ -65,14 +87,23 @@ pub enum Kind {
     Amm,
     /// Swaps on one constant-product pool that every trader uses.
     AmmHot,
+    /// Compute-heavy calls: `Benchmark()` of revm's snailtracer (a ray tracer), each trader on
+    /// its own copy of the contract (up to [`COMPUTE_COPIES`] copies).
+    Compute,
 }
 
 impl Kind {
+    /// The hard fork the workload runs under.
+    pub fn spec(self) -> revm::primitives::hardfork::SpecId {
+        use revm::primitives::hardfork::SpecId;
+        if self == Kind::Compute { SpecId::PRAGUE } else { SpecId::OSAKA }
+    }
+
     fn pools(self) -> usize {
         match self {
             Kind::Amm => AMM_POOLS,
             Kind::AmmHot => 1,
-            Kind::Eth | Kind::Erc20 => 0,
+            Kind::Eth | Kind::Erc20 | Kind::Compute => 0,
         }
     }
 }
@@ -198,6 +229,15 @@ pub fn genesis(kind: Kind, accounts: &Accounts) -> GenesisAlloc {
             GenesisAccount { code: Some(runtime), storage: Some(storage), ..Default::default() },
         );
     }
+    if kind == Kind::Compute {
+        let code = snailtracer_code();
+        for i in 0..accounts.addresses.len().min(COMPUTE_COPIES) {
+            alloc.insert(
+                compute_address(i),
+                GenesisAccount { code: Some(code.clone()), ..Default::default() },
+            );
+        }
+    }
     if kind.pools() > 0 {
         let (runtime, storage) = pair_runtime();
         let mut pools = vec![storage; kind.pools()];
@@ -240,6 +280,13 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
                     TOKEN,
                     transferCall { to, amount: U256::from(1) }.abi_encode().into(),
                     60_000,
+                    U256::ZERO,
+                ),
+                // `Benchmark()`
+                Kind::Compute => (
+                    compute_address(from % COMPUTE_COPIES),
+                    Bytes::from_static(&[0x30, 0x62, 0x7b, 0x7c]),
+                    COMPUTE_GAS,
                     U256::ZERO,
                 ),
                 Kind::Amm | Kind::AmmHot => {

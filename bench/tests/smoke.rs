@@ -81,6 +81,7 @@ fn the_node_on_the_parallel_engine_moves_exactly_the_same_tokens() {
     let mut config = sequencer::Config::default();
     config.executor.threads = 2;
     config.executor.min_parallel = 2;
+    config.executor.min_parallel_gas = 0;
     let node = erc20_run(config);
     assert!(node.executor.stats().parallel_batches > 0, "{:?}", node.executor.stats());
 }
@@ -111,7 +112,7 @@ fn erc20_run(config: sequencer::Config) -> std::sync::Arc<sequencer::Node> {
 #[test]
 fn bench_parallel_measures_both_engines_on_the_same_blocks() {
     let prepared = workload::prepare(Kind::Erc20, 6, 40, 200);
-    let r = bench::parallel::measure(&prepared, "erc20", 2, 50, 1).unwrap();
+    let r = bench::parallel::measure(&prepared, "erc20", 2, 50, 1, 0).unwrap();
     assert_eq!(r.txs, 200);
     assert!(r.sequential_s > 0.0 && r.parallel_s > 0.0);
     assert_eq!(r.ratio, r.sequential_s / r.parallel_s, "the ratio is of this run's own times");
@@ -119,8 +120,12 @@ fn bench_parallel_measures_both_engines_on_the_same_blocks() {
     assert!(r.parallel_blocks > 0, "{r:?}");
     // A chain (one sender) is recognised and runs on the sequential path.
     let chain = workload::prepare(Kind::Eth, 6, 1, 100);
-    let r = bench::parallel::measure(&chain, "chain", 2, 50, 1).unwrap();
+    let r = bench::parallel::measure(&chain, "chain", 2, 50, 1, 0).unwrap();
     assert_eq!((r.parallel_blocks, r.sequential_blocks), (0, 2));
+    // With the default gas gate, cheap ERC-20 transfers stay on the sequential path.
+    let default_gate = sequencer::parallel::ExecutorConfig::default().min_parallel_gas;
+    let r = bench::parallel::measure(&prepared, "erc20", 2, 50, 1, default_gate).unwrap();
+    assert_eq!((r.parallel_blocks, r.sequential_blocks), (0, 4));
 }
 
 #[test]

@@ -65,20 +65,28 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorSection {
     /// Worker threads; 0 takes the executor CPUs of one node of the placement plan (all CPUs
-    /// when nothing is pinned), 1 executes sequentially. Default 1: on the machines measured
-    /// so far (`bench parallel`, docs/benchmarks.md) the engine's per-transaction overhead
-    /// outweighs two cores' parallelism for transfers and swaps.
+    /// when nothing is pinned), 1 executes sequentially. Default 0. Batches of cheap
+    /// transactions run sequentially anyway (`min_parallel_gas`).
     pub threads: usize,
     /// Run a batch sequentially when one dependency group (a sender's transactions, or calls
     /// to a contract learned to conflict) holds more than this percentage of it. Default 50.
     pub sequential_share_percent: u8,
     /// Batches with fewer transactions run sequentially. Default 16.
     pub min_parallel: usize,
+    /// Batches whose transactions are predicted (from the gas each called contract used
+    /// before) to use less gas than this on average run sequentially; 0 never. Default
+    /// 1 000 000.
+    pub min_parallel_gas: u64,
 }
 
 impl Default for ExecutorSection {
     fn default() -> Self {
-        Self { threads: 1, sequential_share_percent: 50, min_parallel: 16 }
+        Self {
+            threads: 0,
+            sequential_share_percent: 50,
+            min_parallel: 16,
+            min_parallel_gas: 1_000_000,
+        }
     }
 }
 

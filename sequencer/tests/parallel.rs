@@ -42,6 +42,10 @@ const CODES: [&str; 6] = [
     "3460010160015534600101600255346001016003553460010160045500",
 ];
 
+/// A contract that burns about 1.7 M gas in a loop (65 536 rounds) and writes nothing.
+const BURNER: Address = Address::new([0xb0; 20]);
+const BURNER_CODE: &str = "62010000 5b 600190 03 80 6004 57 00";
+
 fn code(hex: &str) -> Bytes {
     alloy_primitives::hex::decode(hex.replace(' ', "")).unwrap().into()
 }
@@ -66,6 +70,7 @@ fn genesis() -> MemState {
     for (i, hex) in CODES.iter().enumerate() {
         alloc.insert(contract(i), GenesisAccount { code: Some(code(hex)), ..Default::default() });
     }
+    alloc.insert(BURNER, GenesisAccount { code: Some(code(BURNER_CODE)), ..Default::default() });
     // Deploy the token to learn its runtime code and storage layout.
     let mut init =
         alloy_primitives::hex::decode(include_str!("../../contracts/out/Token.bin").trim())
@@ -260,7 +265,8 @@ fn summary(out: &BatchOutcome) -> impl PartialEq + std::fmt::Debug {
 
 fn engine(threads: usize) -> Executor {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let config = ExecutorConfig { threads, sequential_share: 1.0, min_parallel: 2 };
+    let config =
+        ExecutorConfig { threads, sequential_share: 1.0, min_parallel: 2, min_parallel_gas: 0 };
     Executor::new(config, Some(Arc::new(pool))).unwrap()
 }
 
@@ -364,7 +370,8 @@ fn a_dependent_chain_runs_sequentially_and_a_hot_contract_is_learned() {
             .collect()
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let config = ExecutorConfig { threads: 2, min_parallel: 2, ..Default::default() };
+    let config =
+        ExecutorConfig { threads: 2, min_parallel: 2, min_parallel_gas: 0, ..Default::default() };
     let executor = Executor::new(config, Some(Arc::new(pool))).unwrap();
     let first = executor.execute(
         &state,
@@ -399,4 +406,120 @@ fn a_dependent_chain_runs_sequentially_and_a_hot_contract_is_learned() {
         "{after_first:?}"
     );
     assert_eq!(state.storage(&contract(0), &U256::ZERO), U256::from(32));
+}
+
+#[test]
+fn past_the_deadline_it_commits_what_ran_and_defers_the_rest() {
+    let state = genesis();
+    let txs: Vec<_> = (0..40)
+        .map(|k| {
+            let to = TxKind::Call(Address::repeat_byte(0x20 + k as u8));
+            tx(k % SENDERS, (k / SENDERS) as u64, to, U256::from(1), Bytes::new(), 21_000, 1)
+        })
+        .collect();
+    let beneficiary = Address::repeat_byte(0xbe);
+    let executor = engine(2);
+    // A deadline already passed: at least one transaction runs, as on the sequential path.
+    let got = executor.execute(
+        &state,
+        NoBlockHashes,
+        rules(),
+        &env(beneficiary),
+        txs.clone(),
+        u64::MAX,
+        Some(std::time::Instant::now()),
+    );
+    let k = got.executed.len();
+    assert!(k >= 1);
+    assert_eq!(got.executed.len() + got.deferred.len(), txs.len());
+    assert_eq!(got.deferred.first().map(|t| t.hash), txs.get(k).map(|t| t.hash));
+    // The committed prefix is exactly what sequential execution of that prefix gives.
+    let prefix = execute_batch(
+        &state,
+        NoBlockHashes,
+        rules(),
+        &env(beneficiary),
+        txs[..k].to_vec(),
+        u64::MAX,
+        None,
+    );
+    assert_eq!(got.diff, prefix.diff);
+    assert_eq!(got.gas_used, prefix.gas_used);
+}
+
+#[test]
+fn the_gas_gate_keeps_cheap_batches_sequential_and_learns_heavy_contracts() {
+    let state = genesis();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let config = ExecutorConfig { threads: 2, min_parallel: 2, ..Default::default() };
+    assert_eq!(config.min_parallel_gas, 1_000_000);
+    let executor = Executor::new(config, Some(Arc::new(pool))).unwrap();
+    let beneficiary = Address::repeat_byte(0xbe);
+    // Transfers: predicted at 21 000 gas each, far under the gate.
+    let transfers: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            tx(
+                i,
+                0,
+                TxKind::Call(sender((i + 1) % SENDERS)),
+                U256::from(1),
+                Bytes::new(),
+                21_000,
+                1,
+            )
+        })
+        .collect();
+    let out = executor.execute(
+        &state,
+        NoBlockHashes,
+        rules(),
+        &env(beneficiary),
+        transfers,
+        u64::MAX,
+        None,
+    );
+    assert_eq!(out.executed.len(), SENDERS);
+    assert_eq!((executor.stats().parallel_batches, executor.stats().sequential_batches), (0, 1));
+    let state = {
+        let s = genesis();
+        s.apply(&out.diff);
+        s
+    };
+    // Calls to the burner: unknown at first (sequential, and learned), then parallel.
+    let burn = |nonce: u64| -> Vec<_> {
+        (0..SENDERS)
+            .map(|i| tx(i, nonce, TxKind::Call(BURNER), U256::ZERO, Bytes::new(), 3_000_000, 1))
+            .collect()
+    };
+    let first = executor.execute(
+        &state,
+        NoBlockHashes,
+        rules(),
+        &env(beneficiary),
+        burn(1),
+        u64::MAX,
+        None,
+    );
+    assert!(first.executed.iter().all(|t| t.success && t.gas_used > 1_000_000));
+    assert_eq!(executor.stats().sequential_batches, 2);
+    let state = {
+        let s = genesis();
+        s.apply(&out.diff);
+        s.apply(&first.diff);
+        s
+    };
+    let second = executor.execute(
+        &state,
+        NoBlockHashes,
+        rules(),
+        &env(beneficiary),
+        burn(2),
+        u64::MAX,
+        None,
+    );
+    assert_eq!(second.executed.len(), SENDERS);
+    assert_eq!(executor.stats().parallel_batches, 1);
+    let expected =
+        execute_batch(&state, NoBlockHashes, rules(), &env(beneficiary), burn(2), u64::MAX, None);
+    assert_eq!(summary(&second), summary(&expected));
 }

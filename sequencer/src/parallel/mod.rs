@@ -67,11 +67,16 @@ pub struct ExecutorConfig {
     pub sequential_share: f64,
     /// Batches smaller than this run sequentially.
     pub min_parallel: usize,
+    /// Batches whose transactions are predicted to use less gas than this on average run
+    /// sequentially: for cheap transactions the engine's bookkeeping costs more than a second
+    /// core gains (docs/benchmarks.md). The prediction is the gas each called contract used
+    /// in earlier batches (a transfer or an unknown target counts as 21 000). 0: never.
+    pub min_parallel_gas: u64,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { threads: 1, sequential_share: 0.5, min_parallel: 16 }
+        Self { threads: 1, sequential_share: 0.5, min_parallel: 16, min_parallel_gas: 1_000_000 }
     }
 }
 
@@ -94,6 +99,8 @@ pub struct Executor {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Per called contract: (transactions that had to be re-executed, transactions seen).
     hot: Mutex<hashbrown::HashMap<Address, (u32, u32)>>,
+    /// Per called contract: gas its calls used, moving average.
+    gas: Mutex<hashbrown::HashMap<Address, f64>>,
     stats: Mutex<ExecStats>,
 }
 
@@ -120,7 +127,13 @@ impl Executor {
             )),
             None => None,
         };
-        Ok(Self { config, pool, hot: Mutex::new(Default::default()), stats: Mutex::default() })
+        Ok(Self {
+            config,
+            pool,
+            hot: Mutex::default(),
+            gas: Mutex::default(),
+            stats: Mutex::default(),
+        })
     }
 
     /// The engine the sequencer runs: `[executor]` settings, its threads on one node of the
@@ -145,6 +158,7 @@ impl Executor {
             threads,
             sequential_share: f64::from(section.sequential_share_percent) / 100.0,
             min_parallel: section.min_parallel,
+            min_parallel_gas: section.min_parallel_gas,
         };
         if threads <= 1 {
             return Self::new(config, None);
@@ -191,11 +205,19 @@ impl Executor {
         deadline: Option<Instant>,
     ) -> BatchOutcome {
         let setup = Setup::new(rules, env.block_env(rules.spec));
-        let done = self.run_parallel(state, &hashes, &setup, &txs, gas_left, deadline, false);
+        let done = if self.predicted_gas(&txs) < self.config.min_parallel_gas as f64 {
+            None
+        } else {
+            self.run_parallel(state, &hashes, &setup, &txs, gas_left, deadline, false)
+        };
         let Some(done) = done else {
-            // A dependent chain, a small batch or one thread: the sequential path itself.
+            // Cheap transactions, a dependent chain, a small batch or one thread: the
+            // sequential path itself.
             self.stats.lock().sequential_batches += 1;
-            return crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline);
+            let out =
+                crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline);
+            self.learn_gas(&out);
+            return out;
         };
         let mut out =
             BatchOutcome { gas_used: done.gas_used, diff: done.diff, ..Default::default() };
@@ -209,7 +231,34 @@ impl Executor {
             }
         }
         out.deferred.extend(txs[done.committed..].iter().cloned());
+        self.learn_gas(&out);
         out
+    }
+
+    /// Average gas per transaction of `txs` as earlier batches suggest.
+    fn predicted_gas(&self, txs: &[Arc<PooledTx>]) -> f64 {
+        if self.config.min_parallel_gas == 0 || self.pool.is_none() || txs.is_empty() {
+            return f64::INFINITY;
+        }
+        let gas = self.gas.lock();
+        let total: f64 = txs
+            .iter()
+            .map(|tx| tx.target().and_then(|to| gas.get(&to).copied()).unwrap_or(21_000.0))
+            .sum();
+        total / txs.len() as f64
+    }
+
+    /// Updates the per-contract gas averages from executed transactions.
+    fn learn_gas(&self, out: &BatchOutcome) {
+        let mut gas = self.gas.lock();
+        for t in &out.executed {
+            let Some(to) = t.tx.target() else { continue };
+            let used = t.gas_used as f64;
+            gas.entry(to).and_modify(|g| *g = 0.8 * *g + 0.2 * used).or_insert(used);
+        }
+        if gas.len() > 100_000 {
+            gas.retain(|_, g| *g > 100_000.0);
+        }
     }
 
     /// The engine on any transactions and block settings (the conformance runner uses it),
@@ -736,7 +785,7 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
                 let before = commit.next;
                 self.advance(&mut commit, &mut evm);
                 self.commit_next.store(commit.next, Ordering::Release);
-                if commit.next == self.txs.len() || self.stop.load(Ordering::Acquire) {
+                if commit.next == self.txs.len() {
                     self.finished.store(true, Ordering::Release);
                     return;
                 }
@@ -744,10 +793,24 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
                     idle = 0;
                 }
             }
+            if self.stop.load(Ordering::Acquire) {
+                // The deadline passed: commit what is executed, start nothing new.
+                if let Some(mut commit) = self.commit.try_lock() {
+                    self.advance(&mut commit, &mut evm);
+                    self.commit_next.store(commit.next, Ordering::Release);
+                    self.finished.store(true, Ordering::Release);
+                    return;
+                }
+                std::thread::yield_now();
+                continue;
+            }
             let g = self.next_group.fetch_add(claim, Ordering::AcqRel);
             if g < self.groups.len() {
-                for group in &self.groups[g..(g + claim).min(self.groups.len())] {
+                'claimed: for group in &self.groups[g..(g + claim).min(self.groups.len())] {
                     for &idx in group {
+                        if self.stop.load(Ordering::Relaxed) {
+                            break 'claimed;
+                        }
                         let done = self.run(&mut evm, idx, &[]);
                         *self.done[idx].lock() = Some(done);
                         self.executed[idx].store(true, Ordering::Release);
@@ -836,10 +899,13 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
                     Err(err) => commit.results.push(TxResult::Failed(err)),
                 }
             }
-            if commit.deadline.is_some_and(|d| Instant::now() >= d) {
-                // As the sequential path: what is left waits for the next mini-block.
+            if !self.stop.load(Ordering::Relaxed)
+                && commit.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                // Past the deadline no new work starts, but what the workers have already
+                // executed is still committed (it costs only its validation); the rest waits
+                // for the next mini-block, as on the sequential path.
                 self.stop.store(true, Ordering::Release);
-                return;
             }
         }
     }
