@@ -175,11 +175,6 @@ impl Executor {
         Self::new(config, Some(Arc::new(pool)))
     }
 
-    /// A sequential engine (one thread).
-    pub fn sequential() -> Self {
-        Self::new(ExecutorConfig::default(), None).expect("no pool to build")
-    }
-
     /// Worker threads in use.
     pub fn threads(&self) -> usize {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
@@ -526,7 +521,7 @@ impl<H: BlockHashes> Batch<'_, H> {
     fn read_account(&self, address: Address, idx: TxIdx) -> Option<AccountData> {
         let written = self.mv.latest_before(&Key::Account(address), idx);
         let (from, mut info) = match written {
-            Some((j, Written::Account { info, .. })) => (j + 1, info),
+            Some((j, Written::Account { info })) => (j + 1, info),
             _ => (0, self.base.account(&address)),
         };
         if address == self.setup.block.beneficiary {
@@ -595,7 +590,7 @@ impl<H: BlockHashes> Batch<'_, H> {
             let mut running = self.base.account(&beneficiary);
             let mut cleared = false;
             for (idx, touched, fee) in effects {
-                if let Some((j, Written::Account { info, .. })) =
+                if let Some((j, Written::Account { info })) =
                     self.mv.latest_before(&Key::Account(beneficiary), idx + 1)
                     && j == *idx
                 {
@@ -937,7 +932,7 @@ fn effects_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> (Vec<(Key, Writte
                 // a call): no version, and no storage to wipe.
                 continue;
             }
-            out.push((Key::Account(*address), Written::Account { info: None, cleared: true }));
+            out.push((Key::Account(*address), Written::Account { info: None }));
             out.push((Key::Wipe(*address), Written::Wipe));
             continue;
         }
@@ -956,7 +951,7 @@ fn effects_of(state: &EvmState, reads: &[(Key, ReadValue)]) -> (Vec<(Key, Writte
             out.push((Key::Wipe(*address), Written::Wipe));
         }
         if cleared || read_as(address) != Some(Some(info)) {
-            out.push((Key::Account(*address), Written::Account { info: Some(info), cleared }));
+            out.push((Key::Account(*address), Written::Account { info: Some(info) }));
         }
         for (slot, value) in &account.storage {
             if value.is_changed() || cleared {

@@ -27,9 +27,9 @@ pub(crate) enum Key {
 /// A written value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Written {
-    /// The account afterwards (`None`: deleted); `cleared`: its storage before this write is
-    /// gone (created, re-created or deleted), so older slot versions read as zero.
-    Account { info: Option<AccountData>, cleared: bool },
+    /// The account afterwards (`None`: deleted). A wipe of its storage is a separate
+    /// [`Key::Wipe`] write.
+    Account { info: Option<AccountData> },
     /// A slot's new value.
     Slot(U256),
     /// The storage was wiped.
