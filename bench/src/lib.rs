@@ -15,12 +15,30 @@ pub mod workload;
 
 use std::time::Duration;
 
-/// The median of some durations (the mean of the middle two for an even count).
-pub fn median(values: &mut [Duration]) -> Duration {
+/// Values a median can be taken of: ordered, and the mean of two can be formed.
+pub trait Medianable: Copy + PartialOrd {
+    /// The mean of `a` and `b`.
+    fn mean(a: Self, b: Self) -> Self;
+}
+
+impl Medianable for Duration {
+    fn mean(a: Self, b: Self) -> Self {
+        (a + b) / 2
+    }
+}
+
+impl Medianable for f64 {
+    fn mean(a: Self, b: Self) -> Self {
+        (a + b) / 2.0
+    }
+}
+
+/// The median (the mean of the middle two for an even count). Sorts `values`.
+pub fn median<T: Medianable>(values: &mut [T]) -> T {
     assert!(!values.is_empty(), "median of nothing");
-    values.sort();
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2 }
+    if values.len() % 2 == 1 { values[mid] } else { T::mean(values[mid - 1], values[mid]) }
 }
 
 /// Transactions per second.

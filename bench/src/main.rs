@@ -552,7 +552,10 @@ fn memory(
     reserve: bool,
     json: bool,
 ) -> Result<(), String> {
-    use bench::memory::{ChildResult, main_kind, median, pages_wanted, parse_policy};
+    use bench::memory::{ChildResult, main_kind, pages_wanted, parse_policy};
+    let median = |values: &[f64]| {
+        if values.is_empty() { f64::NAN } else { bench::median(&mut values.to_vec()) }
+    };
     let machine = machine::describe();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut policies = vec!["off".to_string()];

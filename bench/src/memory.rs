@@ -198,13 +198,6 @@ pub fn main_kind(result: &ChildResult) -> String {
         .unwrap_or_else(|| PageKind::Plain.as_str().into())
 }
 
-/// Median of a list.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// 2 MiB pages a child will want for `accounts` and `slots`: a generous estimate of the state
 /// plus the growth regions (512 MiB, doubling to 4 GiB).
 pub fn pages_wanted(accounts: u64, slots: u64) -> u64 {

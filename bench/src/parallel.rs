@@ -12,7 +12,7 @@ use sequencer::{
     tx::{PooledTx, decode_recovered},
 };
 
-use crate::{target::cpu_time, workload::Prepared};
+use crate::{median, target::cpu_time, workload::Prepared};
 
 /// One workload at one thread count.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -41,11 +41,6 @@ pub struct ParallelResult {
     pub parallel_blocks: u64,
     /// Blocks run on the sequential path.
     pub sequential_blocks: u64,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The transactions as the pool would hand them over (senders known: account `k % n`).

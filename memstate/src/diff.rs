@@ -16,6 +16,16 @@ pub struct AccountData {
     pub code_hash: B256,
 }
 
+impl AccountData {
+    /// An account with no nonce, no balance and no code: what EIP-161 deletes once touched.
+    pub const EMPTY: Self = Self { nonce: 0, balance: U256::ZERO, code_hash: crate::KECCAK_EMPTY };
+
+    /// True for [`AccountData::EMPTY`].
+    pub fn is_empty(&self) -> bool {
+        *self == Self::EMPTY
+    }
+}
+
 /// What happened to one account.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccountDiff {

@@ -46,10 +46,6 @@ pub struct Overlay<'a, H> {
 /// revm's account info for an account's fields (code left for revm to load by hash, except
 /// the empty code).
 pub fn account_info(data: AccountData) -> AccountInfo {
-    to_info(data)
-}
-
-fn to_info(data: AccountData) -> AccountInfo {
     // `AccountInfo::default()` carries empty code; revm must load the real code by hash.
     let code = (data.code_hash == crate::KECCAK_EMPTY).then(Bytecode::default);
     AccountInfo {
@@ -151,7 +147,7 @@ impl<H: BlockHashes> Database for Overlay<'_, H> {
     type Error = StateError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        Ok(self.account(&address).map(to_info))
+        Ok(self.account(&address).map(account_info))
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {

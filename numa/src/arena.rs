@@ -197,6 +197,7 @@ impl NodeArena {
             return None;
         }
         let settings = settings();
+        // SAFETY: a query without preconditions.
         let min_arena = unsafe { mi::mi_arena_min_size() };
         // Grow geometrically so that a large state needs few regions (mimalloc gives every
         // heap a thread-local slot), and always leave room for the request plus mimalloc's

@@ -138,7 +138,8 @@ pub fn pin_current(role: &str, cpus: Option<&[usize]>) {
     }
 }
 
-/// The data directory a config will use (for the check before it exists).
+/// The data directory a config uses: `storage.datadir`, else `./sequencer-data`; `None` in
+/// dev mode without one (a fresh temporary directory then).
 pub fn intended_datadir(config: &Config, dev: bool) -> Option<PathBuf> {
     match (&config.storage.datadir, dev) {
         (Some(dir), _) => Some(dir.clone()),

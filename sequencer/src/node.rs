@@ -159,16 +159,15 @@ impl Node {
     ) -> Result<Arc<Self>, NodeError> {
         config.validate()?;
         let spec = config.chain.spec()?;
-        let (datadir, tempdir) = match (&config.storage.datadir, dev) {
-            (Some(dir), _) => (dir.clone(), None),
-            (None, true) => {
+        let (datadir, tempdir) = match crate::host::intended_datadir(&config, dev) {
+            Some(dir) => (dir, None),
+            None => {
                 let tmp = tempfile::Builder::new()
                     .prefix("sequencer-dev-")
                     .tempdir()
                     .map_err(|source| NodeError::DataDir { path: std::env::temp_dir(), source })?;
                 (tmp.path().to_path_buf(), Some(tmp))
             }
-            (None, false) => (PathBuf::from("sequencer-data"), None),
         };
         let io_err = |source| NodeError::DataDir { path: datadir.clone(), source };
         std::fs::create_dir_all(&datadir).map_err(io_err)?;

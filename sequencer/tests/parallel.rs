@@ -78,21 +78,10 @@ fn genesis() -> MemState {
     init.extend(("T".to_string(), "T".to_string(), U256::ZERO).abi_encode_params());
     let state = MemState::from_genesis(&alloc);
     let deploy = tx(0, 0, TxKind::Create, U256::ZERO, init.into(), 3_000_000, 0);
-    let out = execute_batch(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::ZERO),
-        vec![deploy],
-        u64::MAX,
-        None,
-    );
+    let out = sequentially(&state, Address::ZERO, vec![deploy]);
     let created = out.executed[0].contract_address.expect("token deployed");
-    let runtime = state.code_at(&created);
-    let mut runtime_code = out.diff.codes.values().next().unwrap().original_bytes();
-    if !runtime.is_empty() {
-        runtime_code = runtime;
-    }
+    let code_hash = out.diff.accounts[&created].info.expect("token exists").code_hash;
+    let runtime_code = out.diff.codes[&code_hash].original_bytes();
     let mut storage = out.diff.accounts[&created].storage.clone();
     for i in 0..SENDERS {
         storage.insert(token_slot(&sender(i)), U256::from(10u64).pow(U256::from(24)));
@@ -263,6 +252,21 @@ fn summary(out: &BatchOutcome) -> impl PartialEq + std::fmt::Debug {
     )
 }
 
+/// Runs `txs` on `executor` over `state`, block beneficiary `beneficiary`, no gas or time limit.
+fn on_engine(
+    executor: &Executor,
+    state: &MemState,
+    beneficiary: Address,
+    txs: Vec<Arc<PooledTx>>,
+) -> BatchOutcome {
+    executor.execute(state, NoBlockHashes, rules(), &env(beneficiary), txs, u64::MAX, None)
+}
+
+/// The same on the sequential path.
+fn sequentially(state: &MemState, beneficiary: Address, txs: Vec<Arc<PooledTx>>) -> BatchOutcome {
+    execute_batch(state, NoBlockHashes, rules(), &env(beneficiary), txs, u64::MAX, None)
+}
+
 fn engine(threads: usize) -> Executor {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let config =
@@ -314,24 +318,8 @@ fn independent_transfers_run_in_parallel_without_reexecution() {
         })
         .collect();
     let executor = engine(2);
-    let got = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::repeat_byte(0xbe)),
-        txs.clone(),
-        u64::MAX,
-        None,
-    );
-    let expected = execute_batch(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::repeat_byte(0xbe)),
-        txs,
-        u64::MAX,
-        None,
-    );
+    let got = on_engine(&executor, &state, Address::repeat_byte(0xbe), txs.clone());
+    let expected = sequentially(&state, Address::repeat_byte(0xbe), txs);
     assert_eq!(summary(&got), summary(&expected));
     let stats = executor.stats();
     assert_eq!(stats.parallel_batches, 1);
@@ -347,15 +335,7 @@ fn a_dependent_chain_runs_sequentially_and_a_hot_contract_is_learned() {
         .collect();
     let executor =
         Executor::new(ExecutorConfig { threads: 2, ..Default::default() }, None).unwrap();
-    let got = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::ZERO),
-        chain.clone(),
-        u64::MAX,
-        None,
-    );
+    let got = on_engine(&executor, &state, Address::ZERO, chain.clone());
     assert_eq!(got.executed.len(), 32);
     assert_eq!(executor.stats().sequential_batches, 1);
     assert_eq!(executor.stats().parallel_batches, 0);
@@ -373,15 +353,7 @@ fn a_dependent_chain_runs_sequentially_and_a_hot_contract_is_learned() {
     let config =
         ExecutorConfig { threads: 2, min_parallel: 2, min_parallel_gas: 0, ..Default::default() };
     let executor = Executor::new(config, Some(Arc::new(pool))).unwrap();
-    let first = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::ZERO),
-        counter(0),
-        u64::MAX,
-        None,
-    );
+    let first = on_engine(&executor, &state, Address::ZERO, counter(0));
     assert_eq!(first.executed.len(), 32);
     assert!(executor.stats().reexecutions > 0, "{:?}", executor.stats());
     let after_first = executor.stats();
@@ -390,15 +362,7 @@ fn a_dependent_chain_runs_sequentially_and_a_hot_contract_is_learned() {
         s.apply(&first.diff);
         s
     };
-    let second = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(Address::ZERO),
-        counter(1),
-        u64::MAX,
-        None,
-    );
+    let second = on_engine(&executor, &state, Address::ZERO, counter(1));
     assert_eq!(second.executed.len(), 32);
     assert_eq!(
         executor.stats().sequential_batches,
@@ -434,15 +398,7 @@ fn past_the_deadline_it_commits_what_ran_and_defers_the_rest() {
     assert_eq!(got.executed.len() + got.deferred.len(), txs.len());
     assert_eq!(got.deferred.first().map(|t| t.hash), txs.get(k).map(|t| t.hash));
     // The committed prefix is exactly what sequential execution of that prefix gives.
-    let prefix = execute_batch(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(beneficiary),
-        txs[..k].to_vec(),
-        u64::MAX,
-        None,
-    );
+    let prefix = sequentially(&state, beneficiary, txs[..k].to_vec());
     assert_eq!(got.diff, prefix.diff);
     assert_eq!(got.gas_used, prefix.gas_used);
 }
@@ -469,15 +425,7 @@ fn the_gas_gate_keeps_cheap_batches_sequential_and_learns_heavy_contracts() {
             )
         })
         .collect();
-    let out = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(beneficiary),
-        transfers,
-        u64::MAX,
-        None,
-    );
+    let out = on_engine(&executor, &state, beneficiary, transfers);
     assert_eq!(out.executed.len(), SENDERS);
     assert_eq!((executor.stats().parallel_batches, executor.stats().sequential_batches), (0, 1));
     let state = {
@@ -491,15 +439,7 @@ fn the_gas_gate_keeps_cheap_batches_sequential_and_learns_heavy_contracts() {
             .map(|i| tx(i, nonce, TxKind::Call(BURNER), U256::ZERO, Bytes::new(), 3_000_000, 1))
             .collect()
     };
-    let first = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(beneficiary),
-        burn(1),
-        u64::MAX,
-        None,
-    );
+    let first = on_engine(&executor, &state, beneficiary, burn(1));
     assert!(first.executed.iter().all(|t| t.success && t.gas_used > 1_000_000));
     assert_eq!(executor.stats().sequential_batches, 2);
     let state = {
@@ -508,18 +448,9 @@ fn the_gas_gate_keeps_cheap_batches_sequential_and_learns_heavy_contracts() {
         s.apply(&first.diff);
         s
     };
-    let second = executor.execute(
-        &state,
-        NoBlockHashes,
-        rules(),
-        &env(beneficiary),
-        burn(2),
-        u64::MAX,
-        None,
-    );
+    let second = on_engine(&executor, &state, beneficiary, burn(2));
     assert_eq!(second.executed.len(), SENDERS);
     assert_eq!(executor.stats().parallel_batches, 1);
-    let expected =
-        execute_batch(&state, NoBlockHashes, rules(), &env(beneficiary), burn(2), u64::MAX, None);
+    let expected = sequentially(&state, beneficiary, burn(2));
     assert_eq!(summary(&second), summary(&expected));
 }

@@ -52,27 +52,15 @@ pub struct Command {
 pub fn propose(topology: &Topology, profile: Profile, expected_state_mib: u64) -> Proposal {
     let cores = topology.cores.len();
     let host = match profile {
-        Profile::Laptop => HostConfig {
-            profile,
-            pin: false,
-            use_smt: false,
-            os_cores: 0,
-            rpc_cores: 1,
-            nomt_cores: 1,
-            jit_cores: 1,
-            executors_per_node: 0,
-            nodes: Vec::new(),
-        },
+        // The defaults, unpinned: a laptop's cores are shared with everything else.
+        Profile::Laptop => HostConfig { profile, pin: false, ..HostConfig::default() },
         Profile::Server => HostConfig {
             profile,
-            pin: true,
-            use_smt: false,
             os_cores: 1,
             rpc_cores: (cores / 32).clamp(2, 8),
             nomt_cores: (cores / 32).clamp(2, 8),
             jit_cores: (cores / 64).clamp(1, 4),
-            executors_per_node: 0,
-            nodes: Vec::new(),
+            ..HostConfig::default()
         },
     };
     let host = fit_services(host, cores);

@@ -529,12 +529,7 @@ impl<H: BlockHashes> Batch<'_, H> {
             // (validation at commit sees them all).
             let fees: U256 = (from..idx).filter_map(|j| *self.fees[j].lock()).sum();
             if !fees.is_zero() {
-                let data = info.get_or_insert(AccountData {
-                    nonce: 0,
-                    balance: U256::ZERO,
-                    code_hash: memstate::KECCAK_EMPTY,
-                });
-                data.balance += fees;
+                info.get_or_insert(AccountData::EMPTY).balance += fees;
             }
         }
         info
@@ -589,10 +584,10 @@ impl<H: BlockHashes> Batch<'_, H> {
         if effects.iter().any(|(_, _, fee)| fee.is_some()) {
             let mut running = self.base.account(&beneficiary);
             let mut cleared = false;
+            let written = self.mv.versions(&Key::Account(beneficiary));
             for (idx, touched, fee) in effects {
-                if let Some((j, Written::Account { info })) =
-                    self.mv.latest_before(&Key::Account(beneficiary), idx + 1)
-                    && j == *idx
+                if let Ok(p) = written.binary_search_by_key(idx, |(i, _)| *i)
+                    && let Written::Account { info } = written[p].1
                 {
                     running = info;
                 }
@@ -600,19 +595,11 @@ impl<H: BlockHashes> Batch<'_, H> {
                     running = None;
                 }
                 if let Some(fee) = fee {
-                    let empty = running.is_none_or(|a| {
-                        a.nonce == 0 && a.balance.is_zero() && a.code_hash == memstate::KECCAK_EMPTY
-                    });
-                    if empty && fee.is_zero() {
+                    if running.is_none_or(|a| a.is_empty()) && fee.is_zero() {
                         running = None;
                         cleared = true;
                     } else {
-                        let a = running.get_or_insert(AccountData {
-                            nonce: 0,
-                            balance: U256::ZERO,
-                            code_hash: memstate::KECCAK_EMPTY,
-                        });
-                        a.balance += *fee;
+                        running.get_or_insert(AccountData::EMPTY).balance += *fee;
                     }
                 }
             }

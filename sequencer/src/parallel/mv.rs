@@ -95,6 +95,11 @@ impl MvMemory {
         below.checked_sub(1).map(|p| versions[p])
     }
 
+    /// All of a key's versions, by transaction.
+    pub(crate) fn versions(&self, key: &Key) -> Versions {
+        self.shard(key).lock().get(key).cloned().unwrap_or_default()
+    }
+
     /// Every key's newest version before `idx`.
     pub(crate) fn latest_versions(&self, idx: TxIdx) -> Vec<(Key, TxIdx, Written)> {
         let mut out = Vec::new();

@@ -14,6 +14,22 @@ async fn realtime(seq: &Sequencer, raw: &alloy_primitives::Bytes) -> serde_json:
     response["result"].clone()
 }
 
+/// A realtime transfer of `value` wei from dev account 8 to `0xNN…NN`; returns its hash.
+async fn transfer(seq: &Sequencer, nonce: u64, to: u8, value: u64) -> B256 {
+    let raw = eip1559(
+        8,
+        nonce,
+        Address::repeat_byte(to),
+        U256::from(value),
+        21_000,
+        gwei(10),
+        gwei(1),
+        CHAIN_ID,
+    );
+    realtime(seq, &raw).await;
+    hash_of(&raw)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_transactions_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,21 +94,9 @@ async fn a_restart_resumes_from_the_checkpoint_and_replays_only_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--block-time", "100ms", "--checkpoint-interval", "3"];
     let seq = Sequencer::start_in(Some(dir.path()), &args);
-    let fee = gwei(10);
     let mut hashes = Vec::new();
     for nonce in 0..3u64 {
-        let raw = eip1559(
-            8,
-            nonce,
-            Address::repeat_byte(0x21),
-            U256::from(5),
-            21_000,
-            fee,
-            gwei(1),
-            CHAIN_ID,
-        );
-        realtime(&seq, &raw).await;
-        hashes.push(hash_of(&raw));
+        hashes.push(transfer(&seq, nonce, 0x21, 5).await);
     }
     // Wait for a checkpoint taken after those transactions' block.
     let first_block =
@@ -120,18 +124,7 @@ async fn a_restart_resumes_from_the_checkpoint_and_replays_only_the_rest() {
         seq.raw("eth_getTransactionReceipt", json!([hashes[0]])).await["result"].clone();
     // More after the checkpoint, then a crash.
     for nonce in 3..5u64 {
-        let raw = eip1559(
-            8,
-            nonce,
-            Address::repeat_byte(0x22),
-            U256::from(7),
-            21_000,
-            fee,
-            gwei(1),
-            CHAIN_ID,
-        );
-        realtime(&seq, &raw).await;
-        hashes.push(hash_of(&raw));
+        hashes.push(transfer(&seq, nonce, 0x22, 7).await);
     }
     let balance = seq.raw("eth_getBalance", json!([address(8), "latest"])).await["result"].clone();
     seq.kill();
