@@ -245,8 +245,13 @@ impl Executor {
 
     /// Updates the per-contract gas averages from executed transactions.
     fn learn_gas(&self, out: &BatchOutcome) {
+        if self.config.min_parallel_gas == 0 || self.pool.is_none() {
+            return;
+        }
         let mut gas = self.gas.lock();
-        for t in &out.executed {
+        // Plain transfers (21 000 gas) are what an unknown target is predicted to cost anyway:
+        // only calls that cost more are remembered, so the map holds contracts, not recipients.
+        for t in out.executed.iter().filter(|t| t.gas_used > 21_000) {
             let Some(to) = t.tx.target() else { continue };
             let used = t.gas_used as f64;
             gas.entry(to).and_modify(|g| *g = 0.8 * *g + 0.2 * used).or_insert(used);
