@@ -1,5 +1,14 @@
 //! `jit`: EVM bytecode → LLVM IR → native code for hot contracts, with a code cache keyed by
 //! code hash and hard fork and the revm interpreter as fallback for anything it does not compile.
 //! Results equal the interpreter's bit for bit. It owns no state and no threads of the sequencer.
-//!
-//! Not built yet (issue 5): this crate holds only this description until then.
+
+pub mod analysis;
+pub mod codegen;
+pub mod engine;
+pub mod runtime;
+pub mod cache;
+pub mod evm;
+
+pub use cache::{Compiled, Fallback, JitConfig, JitRuntime, JitStats};
+pub use engine::OptLevel;
+pub use evm::JitEvm;

@@ -1,0 +1,547 @@
+//! The JIT runtime: per-contract call counters, background compilation, the compiled-code
+//! cache with a byte budget, and the on-disk AOT cache.
+//!
+//! A contract (keyed by code hash and fork) is counted on every call frame that runs it. When
+//! its count reaches `hot_threshold` it is queued to the compile threads; frames keep running
+//! in the interpreter until the code is ready (in `blocking` mode, used by conformance tests,
+//! the frame compiles it at once). Compiled objects are written to `aot_dir` (keyed by compiler
+//! version, CPU and fork) and loaded from it at start, so a restarted process is warm at once.
+
+use crate::analysis::analyse;
+use crate::engine::{self, COMPILER_VERSION, EngineError, Loaded, OptLevel};
+use parking_lot::{Condvar, Mutex, RwLock};
+use revm::interpreter::instructions::gas_table_spec;
+use revm::primitives::hardfork::SpecId;
+use revm::primitives::{B256, keccak256};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Largest code the runtime compiles (twice EIP-170's limit; larger code is interpreted).
+pub const MAX_CODE_BYTES: usize = 2 * 0x6000;
+
+/// The `[jit]` config section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JitConfig {
+    /// Compile hot contracts at all. Default true.
+    pub enabled: bool,
+    /// Calls of one contract (per fork) before it is compiled; 0 compiles on first call.
+    /// Default 64.
+    pub hot_threshold: u32,
+    /// Background compile threads. Default 1.
+    pub compile_threads: usize,
+    /// Byte budget of loaded object code; least recently used code is unloaded past it.
+    /// Default 256 MiB.
+    pub cache_bytes: usize,
+    /// LLVM optimisation level: "o0", "o1", "o2" or "o3". Default "o2".
+    pub opt_level: OptLevel,
+    /// Directory of the AOT cache; unset means none (the sequencer sets `<datadir>/jit`).
+    pub aot_dir: Option<PathBuf>,
+    /// Compile in the calling frame instead of in the background (tests and conformance runs).
+    pub blocking: bool,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig {
+            enabled: true,
+            hot_threshold: 64,
+            compile_threads: 1,
+            cache_bytes: 256 << 20,
+            opt_level: OptLevel::O2,
+            aot_dir: None,
+            blocking: false,
+        }
+    }
+}
+
+impl JitConfig {
+    /// Every contract compiled on its first call, in the calling frame.
+    pub fn eager() -> Self {
+        JitConfig {
+            hot_threshold: 0,
+            blocking: true,
+            ..JitConfig::default()
+        }
+    }
+}
+
+/// Compiled code for one contract and fork.
+pub struct Compiled {
+    loaded: Arc<Loaded>,
+    /// The contract's code hash.
+    pub code_hash: B256,
+    /// The fork it was compiled for.
+    pub spec: SpecId,
+    /// Time to compile it (zero when loaded from the AOT cache).
+    pub compile_time: Duration,
+    last_used: AtomicU64,
+}
+
+impl Compiled {
+    /// The compiled function.
+    pub fn func(&self) -> crate::runtime::CompiledFn {
+        self.loaded.func()
+    }
+
+    /// Size of its object code.
+    pub fn code_bytes(&self) -> usize {
+        self.loaded.code_bytes
+    }
+}
+
+/// Why a contract runs in the interpreter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// The fork is newer than the compiler supports (Amsterdam: EIP-8037 state gas).
+    Fork,
+    /// The code is larger than [`MAX_CODE_BYTES`].
+    TooLarge,
+    /// The frame runs EOF or EIP-7702 designator bytes, not legacy code.
+    NotLegacy,
+    /// Compilation or loading failed (logged with the reason).
+    Error,
+}
+
+impl Fallback {
+    /// Its name in metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Fork => "fork",
+            Fallback::TooLarge => "too_large",
+            Fallback::NotLegacy => "not_legacy",
+            Fallback::Error => "error",
+        }
+    }
+}
+
+enum Entry {
+    Cold(u32),
+    Queued,
+    Ready(Arc<Compiled>),
+    Declined(Fallback),
+}
+
+/// Counters of what the runtime did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JitStats {
+    /// Contracts compiled in this process.
+    pub compiled: u64,
+    /// Contracts loaded from the AOT cache.
+    pub loaded_aot: u64,
+    /// Distinct contracts declined, by reason.
+    pub declined: Vec<(Fallback, u64)>,
+    /// Frames run by compiled code.
+    pub frames_compiled: u64,
+    /// Frames run by the interpreter.
+    pub frames_interpreted: u64,
+    /// Total compile time in microseconds.
+    pub compile_micros: u64,
+    /// Loaded object code in bytes.
+    pub code_bytes: usize,
+    /// Compiled code unloaded for the byte budget.
+    pub evicted: u64,
+}
+
+struct Job {
+    hash: B256,
+    spec: SpecId,
+    code: Vec<u8>,
+}
+
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    stop: AtomicBool,
+}
+
+/// The JIT runtime, shared by every EVM of a process.
+pub struct JitRuntime {
+    cfg: JitConfig,
+    map: RwLock<HashMap<(B256, SpecId), Entry>>,
+    queue: Arc<Queue>,
+    clock: AtomicU64,
+    bytes: AtomicUsize,
+    compiled: AtomicU64,
+    loaded_aot: AtomicU64,
+    evicted: AtomicU64,
+    compile_micros: AtomicU64,
+    frames_compiled: AtomicU64,
+    frames_interpreted: AtomicU64,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl JitRuntime {
+    /// Starts the runtime: loads the AOT cache and starts the compile threads (pinned to
+    /// `cpus` when given).
+    pub fn start(cfg: JitConfig, cpus: Option<Vec<usize>>) -> Arc<JitRuntime> {
+        let rt = Arc::new(JitRuntime {
+            cfg,
+            map: RwLock::new(HashMap::new()),
+            queue: Arc::new(Queue {
+                jobs: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                stop: AtomicBool::new(false),
+            }),
+            clock: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            compiled: AtomicU64::new(0),
+            loaded_aot: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            compile_micros: AtomicU64::new(0),
+            frames_compiled: AtomicU64::new(0),
+            frames_interpreted: AtomicU64::new(0),
+            workers: Mutex::new(Vec::new()),
+        });
+        if !rt.cfg.enabled {
+            return rt;
+        }
+        rt.load_aot();
+        if !rt.cfg.blocking {
+            let mut workers = rt.workers.lock();
+            for i in 0..rt.cfg.compile_threads.max(1) {
+                let weak = Arc::downgrade(&rt);
+                let queue = rt.queue.clone();
+                let cpus = cpus.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("jit-compile-{i}"))
+                    .spawn(move || {
+                        if let Some(cpus) = cpus {
+                            if !numa::pin_to_set(&cpus) {
+                                tracing::warn!(?cpus, "JIT compile thread not pinned");
+                            }
+                        }
+                        compile_loop(&weak, &queue);
+                    })
+                    .expect("spawn JIT compile thread");
+                workers.push(handle);
+            }
+        }
+        rt
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &JitConfig {
+        &self.cfg
+    }
+
+    /// Compiled code for a call frame about to run `code`, or `None` to interpret it. Counts the
+    /// call and queues (or, in blocking mode, compiles) the contract once it is hot.
+    pub fn lookup(&self, hash: B256, spec: SpecId, code: &[u8]) -> Option<Arc<Compiled>> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        {
+            let map = self.map.read();
+            if let Some(Entry::Ready(c)) = map.get(&(hash, spec)) {
+                c.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
+                return Some(c.clone());
+            }
+        }
+        self.frames_interpreted.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.map.write();
+        let entry = map.entry((hash, spec)).or_insert(Entry::Cold(0));
+        match entry {
+            Entry::Ready(c) => {
+                // Compiled between the two locks.
+                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
+                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
+                return Some(c.clone());
+            }
+            Entry::Queued | Entry::Declined(_) => return None,
+            Entry::Cold(n) => {
+                *n = n.saturating_add(1);
+                if *n <= self.cfg.hot_threshold {
+                    return None;
+                }
+            }
+        }
+        if let Some(reason) = decline(spec, code) {
+            *entry = Entry::Declined(reason);
+            metrics::counter!("jit_declined_total", "reason" => reason.as_str()).increment(1);
+            return None;
+        }
+        *entry = Entry::Queued;
+        let job = Job {
+            hash,
+            spec,
+            code: code.to_vec(),
+        };
+        drop(map);
+        if self.cfg.blocking {
+            let ready = self.compile_job(job);
+            if ready.is_some() {
+                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
+                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
+            }
+            ready
+        } else {
+            self.queue.jobs.lock().push_back(job);
+            self.queue.ready.notify_one();
+            None
+        }
+    }
+
+    /// Compiles (or loads from the AOT cache) and installs one job's code.
+    fn compile_job(&self, job: Job) -> Option<Arc<Compiled>> {
+        let key = (job.hash, job.spec);
+        let result = self
+            .load_aot_one(job.hash, job.spec)
+            .map(Ok)
+            .unwrap_or_else(|| self.compile_now(&job));
+        let mut map = self.map.write();
+        match result {
+            Ok(c) => {
+                map.insert(key, Entry::Ready(c.clone()));
+                drop(map);
+                self.account(&c);
+                Some(c)
+            }
+            Err(err) => {
+                tracing::warn!(hash = %job.hash, spec = ?job.spec, %err, "JIT compile failed; interpreting");
+                metrics::counter!("jit_declined_total", "reason" => Fallback::Error.as_str())
+                    .increment(1);
+                map.insert(key, Entry::Declined(Fallback::Error));
+                None
+            }
+        }
+    }
+
+    fn compile_now(&self, job: &Job) -> Result<Arc<Compiled>, EngineError> {
+        debug_assert_eq!(keccak256(&job.code), job.hash, "code hash of a compiled contract");
+        let (obj, _) = engine::compile(
+            &job.code,
+            &job.hash.0,
+            job.spec,
+            &gas_table_spec(job.spec),
+            self.cfg.opt_level,
+            false,
+        )?;
+        let loaded = engine::load(&obj.symbol, &obj.bytes)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        self.compile_micros.fetch_add(obj.compile_time.as_micros() as u64, Ordering::Relaxed);
+        metrics::counter!("jit_compiled_total").increment(1);
+        metrics::histogram!("jit_compile_seconds").record(obj.compile_time.as_secs_f64());
+        if let Some(path) = self.aot_path(job.hash, job.spec) {
+            if let Err(err) = write_atomic(&path, &obj.bytes) {
+                tracing::warn!(path = %path.display(), %err, "JIT AOT cache write failed");
+            }
+        }
+        Ok(Arc::new(Compiled {
+            loaded,
+            code_hash: job.hash,
+            spec: job.spec,
+            compile_time: obj.compile_time,
+            last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+        }))
+    }
+
+    /// Adds `c`'s bytes to the budget and unloads least recently used code past it.
+    fn account(&self, c: &Compiled) {
+        let total = self.bytes.fetch_add(c.code_bytes(), Ordering::Relaxed) + c.code_bytes();
+        metrics::gauge!("jit_code_bytes").set(total as f64);
+        if total <= self.cfg.cache_bytes {
+            return;
+        }
+        let mut map = self.map.write();
+        let mut ready: Vec<(u64, (B256, SpecId), usize)> = map
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Ready(c) => Some((c.last_used.load(Ordering::Relaxed), *k, c.code_bytes())),
+                _ => None,
+            })
+            .collect();
+        ready.sort_unstable();
+        let mut total = self.bytes.load(Ordering::Relaxed);
+        for (_, key, bytes) in ready {
+            if total <= self.cfg.cache_bytes {
+                break;
+            }
+            // Frames running this code hold their own handle; it is unloaded when they end.
+            map.insert(key, Entry::Cold(0));
+            total -= bytes;
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("jit_evicted_total").increment(1);
+        }
+        metrics::gauge!("jit_code_bytes").set(total as f64);
+    }
+
+    fn aot_dir(&self) -> Option<PathBuf> {
+        let (cpu, _) = engine::host_cpu();
+        let features = keccak256(engine::host_cpu().1.as_bytes());
+        self.cfg.aot_dir.as_ref().map(|d| {
+            d.join(format!("v{COMPILER_VERSION}"))
+                .join(format!("{cpu}-{}", &hex_str(&features.0)[..12]))
+        })
+    }
+
+    fn aot_path(&self, hash: B256, spec: SpecId) -> Option<PathBuf> {
+        self.aot_dir()
+            .map(|d| d.join(format!("{}", spec as u8)).join(format!("{}.o", hex_str(&hash.0))))
+    }
+
+    fn load_aot_one(&self, hash: B256, spec: SpecId) -> Option<Arc<Compiled>> {
+        let path = self.aot_path(hash, spec)?;
+        let bytes = std::fs::read(&path).ok()?;
+        match engine::load(&engine::symbol_name(&hash.0, spec), &bytes) {
+            Ok(loaded) => {
+                self.loaded_aot.fetch_add(1, Ordering::Relaxed);
+                Some(Arc::new(Compiled {
+                    loaded,
+                    code_hash: hash,
+                    spec,
+                    compile_time: Duration::ZERO,
+                    last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+                }))
+            }
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "unusable JIT AOT object; recompiling");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Loads every object of the AOT cache for this compiler and CPU.
+    fn load_aot(&self) {
+        let Some(dir) = self.aot_dir() else { return };
+        let Ok(specs) = std::fs::read_dir(&dir) else { return };
+        for spec_dir in specs.flatten() {
+            let Some(spec) = spec_dir
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u8>().ok())
+                .and_then(|n| SpecId::try_from_u8(n))
+            else {
+                continue;
+            };
+            let Ok(files) = std::fs::read_dir(spec_dir.path()) else { continue };
+            for f in files.flatten() {
+                let name = f.file_name();
+                let Some(hash) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".o"))
+                    .and_then(|h| h.parse::<B256>().ok())
+                else {
+                    continue;
+                };
+                if let Some(c) = self.load_aot_one(hash, spec) {
+                    self.map.write().insert((hash, spec), Entry::Ready(c.clone()));
+                    self.account(&c);
+                }
+            }
+        }
+        let n = self.loaded_aot.load(Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(contracts = n, dir = %dir.display(), "JIT AOT cache loaded");
+        }
+    }
+
+    /// Waits until the compile queue is empty and no job is running (tests and benchmarks).
+    pub fn wait_idle(&self) {
+        loop {
+            let busy = !self.queue.jobs.lock().is_empty()
+                || self.map.read().values().any(|e| matches!(e, Entry::Queued));
+            if !busy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Compiled code for `hash` under `spec` if it is ready.
+    pub fn ready(&self, hash: B256, spec: SpecId) -> Option<Arc<Compiled>> {
+        match self.map.read().get(&(hash, spec)) {
+            Some(Entry::Ready(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the runtime did so far.
+    pub fn stats(&self) -> JitStats {
+        let mut declined: HashMap<Fallback, u64> = HashMap::new();
+        for e in self.map.read().values() {
+            if let Entry::Declined(r) = e {
+                *declined.entry(*r).or_default() += 1;
+            }
+        }
+        let mut declined: Vec<_> = declined.into_iter().collect();
+        declined.sort_by_key(|(r, _)| r.as_str());
+        JitStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            loaded_aot: self.loaded_aot.load(Ordering::Relaxed),
+            declined,
+            frames_compiled: self.frames_compiled.load(Ordering::Relaxed),
+            frames_interpreted: self.frames_interpreted.load(Ordering::Relaxed),
+            compile_micros: self.compile_micros.load(Ordering::Relaxed),
+            code_bytes: self.bytes.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for JitRuntime {
+    fn drop(&mut self) {
+        self.queue.stop.store(true, Ordering::Relaxed);
+        self.queue.ready.notify_all();
+        for h in self.workers.lock().drain(..) {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn decline(spec: SpecId, code: &[u8]) -> Option<Fallback> {
+    if spec.is_enabled_in(SpecId::AMSTERDAM) {
+        return Some(Fallback::Fork);
+    }
+    if code.len() > MAX_CODE_BYTES {
+        return Some(Fallback::TooLarge);
+    }
+    None
+}
+
+fn compile_loop(rt: &std::sync::Weak<JitRuntime>, queue: &Queue) {
+    loop {
+        let job = {
+            let mut jobs = queue.jobs.lock();
+            loop {
+                if queue.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(j) = jobs.pop_front() {
+                    break j;
+                }
+                queue.ready.wait_for(&mut jobs, Duration::from_millis(200));
+            }
+        };
+        let Some(rt) = rt.upgrade() else { return };
+        rt.compile_job(job);
+    }
+}
+
+fn hex_str(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The static analysis of `code` (for `jit compile` and tests).
+pub fn analysis_of(code: &[u8], spec: SpecId) -> crate::analysis::Analysis {
+    analyse(code, spec, &gas_table_spec(spec))
+}

@@ -1,0 +1,234 @@
+//! The compiled code's view of a frame ([`JitCtx`]) and the runtime helpers it calls.
+//!
+//! Compiled code never depends on revm's struct layouts: it reads and writes only the
+//! `#[repr(C)]` head of [`JitCtx`] and calls helpers through the table in it (so object code has
+//! no relocations against this crate). Helpers never unwind: revm's instruction functions report
+//! errors as values, and the arithmetic helpers cannot fail.
+
+use revm::bytecode::opcode;
+use revm::interpreter::instructions::i256::{i256_div, i256_mod};
+use revm::interpreter::interpreter::EthInterpreter;
+use revm::interpreter::interpreter_types::Jumps;
+use revm::interpreter::{
+    Host, InstructionContext, InstructionResult, InstructionTable, Interpreter,
+};
+use revm::primitives::U256;
+
+/// Byte offsets of the fields the compiled code uses (checked by a test against the struct).
+pub mod offsets {
+    /// `JitCtx::gas`
+    pub const GAS: u32 = 0;
+    /// `JitCtx::stack`
+    pub const STACK: u32 = 8;
+    /// `JitCtx::stack_len`
+    pub const STACK_LEN: u32 = 16;
+    /// `JitCtx::mem_ptr`
+    pub const MEM_PTR: u32 = 24;
+    /// `JitCtx::mem_len`
+    pub const MEM_LEN: u32 = 32;
+    /// `JitCtx::resume_pc`
+    pub const RESUME_PC: u32 = 40;
+    /// `JitCtx::helpers`
+    pub const HELPERS: u32 = 48;
+}
+
+/// Index of the generic helper in the helper table: `fn(ctx, opcode: u8, pc: u64) -> u8`.
+pub const HELPER_GENERIC: u32 = 0;
+/// Index of the arithmetic helper: `fn(opcode: u8, top: *mut U256)`.
+pub const HELPER_ARITH: u32 = 1;
+
+/// A frame as compiled code sees it.
+#[repr(C)]
+pub struct JitCtx {
+    /// Remaining gas.
+    pub gas: u64,
+    /// Base of the interpreter's stack buffer (capacity 1024 words).
+    pub stack: *mut U256,
+    /// Stack length in words.
+    pub stack_len: u64,
+    /// Base of this frame's memory.
+    pub mem_ptr: *mut u8,
+    /// Length of this frame's memory in bytes.
+    pub mem_len: u64,
+    /// The pc to resume at; 0 for a fresh frame.
+    pub resume_pc: u64,
+    /// The helper table.
+    pub helpers: *const *const (),
+    // Rust-only fields below.
+    pub(crate) interp: *mut Interpreter<EthInterpreter>,
+    pub(crate) host: *mut (),
+    pub(crate) table: *const (),
+}
+
+/// The signature of compiled code.
+pub type CompiledFn = unsafe extern "C" fn(*mut JitCtx) -> u8;
+
+/// Every `InstructionResult`, to map compiled code's status bytes back.
+const ALL_RESULTS: [InstructionResult; 34] = {
+    use InstructionResult::*;
+    [
+        Stop,
+        Return,
+        SelfDestruct,
+        Suspend,
+        Revert,
+        CallTooDeep,
+        OutOfFunds,
+        CreateInitCodeStartingEF00,
+        InvalidEOFInitCode,
+        InvalidExtDelegateCallTarget,
+        OutOfGas,
+        MemoryOOG,
+        MemoryLimitOOG,
+        PrecompileOOG,
+        InvalidOperandOOG,
+        ReentrancySentryOOG,
+        OpcodeNotFound,
+        CallNotAllowedInsideStatic,
+        StateChangeDuringStaticCall,
+        InvalidFEOpcode,
+        InvalidJump,
+        NotActivated,
+        StackUnderflow,
+        StackOverflow,
+        OutOfOffset,
+        CreateCollision,
+        OverflowPayment,
+        PrecompileError,
+        NonceOverflow,
+        CreateContractSizeLimit,
+        CreateContractStartingWithEF,
+        CreateInitCodeSizeLimit,
+        FatalExternalError,
+        InvalidImmediateEncoding,
+    ]
+};
+
+/// The `InstructionResult` a status byte stands for (`FatalExternalError` for none).
+pub fn result_from_status(status: u8) -> InstructionResult {
+    ALL_RESULTS
+        .iter()
+        .copied()
+        .find(|r| *r as u8 == status)
+        .unwrap_or(InstructionResult::FatalExternalError)
+}
+
+/// Refreshes the memory fields from the interpreter (memory moves when it grows).
+///
+/// # Safety
+/// `ctx.interp` must point to the live interpreter of this frame.
+pub(crate) unsafe fn refresh_memory(ctx: &mut JitCtx) {
+    let interp = unsafe { &mut *ctx.interp };
+    let mut mem = interp.memory.context_memory_mut();
+    ctx.mem_len = mem.len() as u64;
+    ctx.mem_ptr = mem.as_mut_ptr();
+}
+
+/// Runs one instruction with revm's own implementation, on the frame's real interpreter.
+///
+/// The compiled code has already charged the instruction's static gas, as `Interpreter::step`
+/// does before calling it, and written its stack length and gas to `ctx`.
+///
+/// # Safety
+/// `ctx` must be a live context built by the glue for host type `H`.
+pub(crate) unsafe extern "C" fn generic<H: Host>(ctx: *mut JitCtx, op: u8, pc: u64) -> u8 {
+    let ctx = unsafe { &mut *ctx };
+    let interp = unsafe { &mut *ctx.interp };
+    // SAFETY: compiled code keeps the length within the buffer's capacity (1024) and every
+    // slot below it initialised.
+    unsafe { interp.stack.data_mut().set_len(ctx.stack_len as usize) };
+    interp.gas.tracker_mut().set_remaining(ctx.gas);
+    interp.bytecode.absolute_jump(pc as usize + 1);
+    let host = unsafe { &mut *(ctx.host as *mut H) };
+    let table = unsafe { &*(ctx.table as *const InstructionTable<EthInterpreter, H>) };
+    let result = table[op as usize].execute(InstructionContext {
+        interpreter: &mut *interp,
+        host,
+    });
+    ctx.stack_len = interp.stack.len() as u64;
+    ctx.gas = interp.gas.remaining();
+    unsafe { refresh_memory(ctx) };
+    match result {
+        Ok(()) => 0,
+        Err(e) => e as u8,
+    }
+}
+
+/// Wide arithmetic over the top stack slots, in place: `top` points at the top item; binary
+/// operations read `top[0]` (a) and `top[-1]` (b) and write `top[-1]`, ternary ones read
+/// `top[-2]` as well and write it.
+///
+/// # Safety
+/// `top` and the slots below it that the operation reads must be valid stack words.
+pub(crate) unsafe extern "C" fn arith(op: u8, top: *mut U256) {
+    unsafe {
+        let a = top.read();
+        let b = top.sub(1).read();
+        let out = match op {
+            opcode::DIV => (top.sub(1), a.checked_div(b).unwrap_or_default()),
+            opcode::SDIV => (top.sub(1), i256_div(a, b)),
+            opcode::MOD => (top.sub(1), a.checked_rem(b).unwrap_or_default()),
+            opcode::SMOD => (top.sub(1), i256_mod(a, b)),
+            opcode::ADDMOD => (top.sub(2), a.add_mod(b, top.sub(2).read())),
+            opcode::MULMOD => (top.sub(2), a.mul_mod(b, top.sub(2).read())),
+            opcode::SIGNEXTEND => (top.sub(1), signextend(a, b)),
+            // The compiler lowers only the opcodes above to this helper.
+            _ => return,
+        };
+        out.0.write(out.1);
+    }
+}
+
+/// SIGNEXTEND as revm computes it: extend the sign of byte `ext` of `x`.
+fn signextend(ext: U256, x: U256) -> U256 {
+    if ext < U256::from(31) {
+        let ext = ext.as_limbs()[0];
+        let bit_index = (8 * ext + 7) as usize;
+        let bit = x.bit(bit_index);
+        let mask = (U256::from(1) << bit_index) - U256::from(1);
+        if bit { x | !mask } else { x & mask }
+    } else {
+        x
+    }
+}
+
+/// The helper table for host type `H`, in the order of the `HELPER_*` indices.
+pub(crate) fn helper_table<H: Host>() -> [*const (); 2] {
+    [
+        generic::<H> as unsafe extern "C" fn(*mut JitCtx, u8, u64) -> u8 as *const (),
+        arith as unsafe extern "C" fn(u8, *mut U256) as *const (),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn offsets_match_the_struct() {
+        assert_eq!(offset_of!(JitCtx, gas) as u32, offsets::GAS);
+        assert_eq!(offset_of!(JitCtx, stack) as u32, offsets::STACK);
+        assert_eq!(offset_of!(JitCtx, stack_len) as u32, offsets::STACK_LEN);
+        assert_eq!(offset_of!(JitCtx, mem_ptr) as u32, offsets::MEM_PTR);
+        assert_eq!(offset_of!(JitCtx, mem_len) as u32, offsets::MEM_LEN);
+        assert_eq!(offset_of!(JitCtx, resume_pc) as u32, offsets::RESUME_PC);
+        assert_eq!(offset_of!(JitCtx, helpers) as u32, offsets::HELPERS);
+    }
+
+    #[test]
+    fn every_status_maps_back() {
+        for r in ALL_RESULTS {
+            assert_eq!(result_from_status(r as u8), r);
+        }
+        assert_eq!(result_from_status(0xff), InstructionResult::FatalExternalError);
+    }
+
+    #[test]
+    fn signextend_matches_the_yellow_paper() {
+        assert_eq!(signextend(U256::ZERO, U256::from(0xff)), U256::MAX);
+        assert_eq!(signextend(U256::ZERO, U256::from(0x7f)), U256::from(0x7f));
+        assert_eq!(signextend(U256::from(1), U256::from(0x8000)), U256::MAX - U256::from(0x7fff));
+        assert_eq!(signextend(U256::from(40), U256::from(5)), U256::from(5));
+    }
+}
