@@ -190,8 +190,12 @@ enum Command {
         show: usize,
         /// Run the cases through the parallel executor's worker path instead of the
         /// sequential one.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "jit")]
         parallel: bool,
+        /// Run every contract as JIT-compiled code (compiled on its first call) and report
+        /// how many contracts were compiled and how many fell back to the interpreter, and why.
+        #[arg(long)]
+        jit: bool,
     },
 }
 
@@ -242,9 +246,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Statetest { paths, json, show, parallel } => {
+        Command::Statetest { paths, json, show, parallel, jit } => {
             let engine = if parallel {
                 bench::statetest::Engine::Parallel
+            } else if jit {
+                bench::statetest::Engine::Jit
             } else {
                 bench::statetest::Engine::Sequential
             };
@@ -725,6 +731,40 @@ fn statetest(
             summary.skipped_tests.len()
         );
         println!("{} passed, {} failed", summary.passed, summary.failed.len());
+        if let Some(stats) = &summary.jit {
+            print_jit_stats(stats);
+        }
     }
-    if summary.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let fallback_ok = summary.jit.as_ref().is_none_or(|s| jit_fallback_share(s) < 0.01);
+    if !fallback_ok {
+        eprintln!("error: 1% or more of the contracts executed fell back to the interpreter");
+    }
+    if summary.failed.is_empty() && fallback_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Share of the distinct contracts executed that the JIT declined.
+fn jit_fallback_share(s: &jit::JitStats) -> f64 {
+    let declined: u64 = s.declined.iter().map(|(_, n)| n).sum();
+    let total = s.compiled + s.loaded_aot + declined;
+    if total == 0 { 0.0 } else { declined as f64 / total as f64 }
+}
+
+fn print_jit_stats(s: &jit::JitStats) {
+    let declined: u64 = s.declined.iter().map(|(_, n)| n).sum();
+    let reasons: Vec<String> =
+        s.declined.iter().map(|(r, n)| format!("{n} {}", r.as_str())).collect();
+    println!(
+        "jit: {} contracts compiled ({:.1} s compiling, {} KiB of code), {} fell back ({:.2}%){}",
+        s.compiled + s.loaded_aot,
+        s.compile_micros as f64 / 1e6,
+        s.code_bytes / 1024,
+        declined,
+        100.0 * jit_fallback_share(s),
+        if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) },
+    );
+    println!(
+        "jit: {} call frames ran compiled code, {} ran in the interpreter (create frames, \
+         precompile-free calls of declined code)",
+        s.frames_compiled, s.frames_interpreted
+    );
 }

@@ -146,6 +146,8 @@ pub struct Summary {
     pub unreadable: Vec<(String, String)>,
     /// Tests skipped by name ([`SKIPPED_TESTS`]).
     pub skipped_tests: Vec<String>,
+    /// What the JIT did (with [`Engine::Jit`]).
+    pub jit: Option<jit::JitStats>,
 }
 
 impl Summary {
@@ -183,11 +185,15 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// Runs every case of every file, in parallel across files.
 pub fn run_files(files: &[PathBuf], engine: Engine) -> Result<Summary, StateTestError> {
     use rayon::prelude::*;
-    if engine == Engine::Sequential {
-        return files
+    if engine != Engine::Parallel {
+        let mut summary = files
             .par_iter()
             .map(|path| run_file(path, engine))
-            .try_reduce(Summary::default, |a, b| Ok(a.merge(b)));
+            .try_reduce(Summary::default, |a, b| Ok(a.merge(b)))?;
+        if engine == Engine::Jit {
+            summary.jit = Some(jit_runtime().stats());
+        }
+        return Ok(summary);
     }
     // Plain threads, not rayon's: a rayon worker waiting on the engine's own pool would run
     // other files' jobs on its stack meanwhile, nesting them without bound.
@@ -221,6 +227,14 @@ pub enum Engine {
     /// The parallel executor, forced onto its worker path (multi-version reads, deferred
     /// beneficiary fee, validation and commit), with one worker.
     Parallel,
+    /// The sequential path with every contract compiled by the JIT on its first call.
+    Jit,
+}
+
+/// The JIT runtime of [`Engine::Jit`]: every contract compiled on first call, in the frame.
+pub fn jit_runtime() -> &'static std::sync::Arc<jit::JitRuntime> {
+    static RT: std::sync::OnceLock<std::sync::Arc<jit::JitRuntime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| jit::JitRuntime::start(jit::JitConfig::eager(), None))
 }
 
 thread_local! {
@@ -262,7 +276,19 @@ pub fn run_file(path: &Path, engine: Engine) -> Result<Summary, StateTestError> 
                 continue;
             };
             for (index, entry) in entries.iter().enumerate() {
-                match run_case(test, spec, entry, engine) {
+                // A panic in one case (a bug in the path under test) fails that case only.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_case(test, spec, entry, engine)
+                }));
+                let run = run.unwrap_or_else(|panic| {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Err(format!("panicked: {msg}"))
+                });
+                match run {
                     Ok(()) => summary.passed += 1,
                     Err(reason) => summary.failed.push(Failure {
                         file: path.display().to_string(),
@@ -386,6 +412,15 @@ fn run_case(
             Some(TxResult::Deferred) | None => return Err("the engine did not run it".into()),
         };
         (logs, outcome, done.diff)
+    } else if engine == Engine::Jit {
+        let mut inner = sequencer::exec::new_evm(Overlay::new(&state, hashes), spec, 1, block);
+        inner.ctx.cfg.max_blobs_per_tx = Some(max_blobs_per_tx(spec));
+        let mut evm = jit::JitEvm::new(inner, jit_runtime().clone());
+        let (logs, outcome) = match evm.transact_commit(tx_env) {
+            Ok(result) => (result.into_logs(), Ok(())),
+            Err(err) => (Vec::new(), Err(err.to_string())),
+        };
+        (logs, outcome, evm.inner.ctx.journaled_state.database.into_diff())
     } else {
         let mut evm = sequencer::exec::new_evm(Overlay::new(&state, hashes), spec, 1, block);
         evm.ctx.cfg.max_blobs_per_tx = Some(max_blobs_per_tx(spec));

@@ -194,6 +194,12 @@ impl<'ctx> Gen<'_, 'ctx> {
         let first = self.blocks.first().copied().unwrap_or(bad);
         let mut all = vec![(self.i64.const_zero(), first)];
         all.extend(cases);
+        // A CALL or CREATE as the last instruction resumes at the end of the code, where the
+        // interpreter runs the padding STOP.
+        if self.a.insts.last().is_some_and(|i| crate::analysis::suspends(i.op)) {
+            let stop = self.exit(InstructionResult::Stop)?;
+            all.push((self.i64.const_int(self.a.code_len as u64, false), stop));
+        }
         self.b.position_at_end(self.func.get_first_basic_block().expect("entry"));
         self.b.build_switch(resume, bad, &all)?;
         Ok(())
@@ -292,6 +298,12 @@ impl<'ctx> Gen<'_, 'ctx> {
             )?;
             self.b.build_conditional_branch(c, under, ok)?;
             self.b.position_at_end(ok);
+        }
+        if blk.max_growth > 1024 {
+            // The block overflows whatever the entry height.
+            let over = self.exit(InstructionResult::StackOverflow)?;
+            self.b.build_unconditional_branch(over)?;
+            return Ok(());
         }
         if blk.max_growth > 0 {
             let over = self.exit(InstructionResult::StackOverflow)?;
