@@ -176,6 +176,22 @@ enum Command {
         #[arg(long)]
         seed: u64,
     },
+    /// revm's interpreter vs the JIT on the same transactions (same run, alternating, medians;
+    /// compile time and code size reported apart). Arguments: state-test JSON files (one case
+    /// per data entry), `FILE.hex[@CALLDATA]` runtime code, or `erc20` (a token transfer).
+    Jit {
+        /// Cases (see above). Default: the compute fixtures in bench/fixtures and erc20.
+        cases: Vec<String>,
+        /// Timed runs per engine (the median is reported).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// LLVM optimisation level of the compiled code.
+        #[arg(long, value_enum, default_value = "o2")]
+        opt_level: OptArg,
+        /// One JSON object per case.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run Ethereum GeneralStateTests (files or directories) through the execution path and
     /// check each post-state root and logs hash.
     Statetest {
@@ -246,6 +262,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Jit { cases, runs, opt_level, json } => match jit_bench(&cases, runs, opt_level, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Statetest { paths, json, show, parallel, jit } => {
             let engine = if parallel {
                 bench::statetest::Engine::Parallel
@@ -740,6 +763,91 @@ fn statetest(
         eprintln!("error: 1% or more of the contracts executed fell back to the interpreter");
     }
     if summary.failed.is_empty() && fallback_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// LLVM optimisation levels on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OptArg {
+    O0,
+    O1,
+    O2,
+    O3,
+}
+
+/// The default `bench jit` cases: the compute set and an ERC-20 transfer.
+const JIT_DEFAULT_CASES: &[&str] = &[
+    "bench/fixtures/evm-benchmarks/main/snailtracer.json",
+    "bench/fixtures/evm-benchmarks/main/swap_math.json",
+    "bench/fixtures/evm-benchmarks/main/structarray_alloc.json",
+    "bench/fixtures/evm-benchmarks/main/blake2b_shifts.json",
+    "bench/fixtures/evm-benchmarks/main/sha1_shifts.json",
+    "bench/fixtures/revm-bench/snailtracer.hex@30627b7c",
+    "erc20",
+];
+
+fn jit_bench(args: &[String], runs: usize, opt: OptArg, json: bool) -> Result<(), String> {
+    let opt = match opt {
+        OptArg::O0 => jit::OptLevel::O0,
+        OptArg::O1 => jit::OptLevel::O1,
+        OptArg::O2 => jit::OptLevel::O2,
+        OptArg::O3 => jit::OptLevel::O3,
+    };
+    let args: Vec<String> = if args.is_empty() {
+        JIT_DEFAULT_CASES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.to_vec()
+    };
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !json {
+        println!(
+            "machine: {} ({} CPUs, {} NUMA node(s)), Linux {}, rev {}",
+            machine.cpu, machine.cpus, machine.numa_nodes, machine.kernel, machine.revision
+        );
+        println!("command: {command}");
+        println!("median of {runs} runs per engine, alternating; opt level {opt:?}\n");
+        println!(
+            "| case | gas | interpreter µs | JIT µs | speed-up | contracts | compile ms | code KiB |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    let mut ratios = Vec::new();
+    for case in bench::jitbench::cases(&args)? {
+        let r = bench::jitbench::run_case(case, runs.max(1), opt)?;
+        ratios.push(r.ratio);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": r.workload,
+                    "ours": r.ours,
+                    "baseline": r.baseline,
+                    "baseline_name": "revm interpreter",
+                    "unit": r.unit,
+                    "ratio": r.ratio,
+                    "result": r,
+                    "machine": machine,
+                    "command": command,
+                })
+            );
+        } else {
+            println!(
+                "| {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.1} | {:.1} |",
+                r.workload,
+                r.gas_used,
+                r.baseline,
+                r.ours,
+                r.ratio,
+                r.contracts,
+                r.compile_ms,
+                r.code_bytes as f64 / 1024.0
+            );
+        }
+    }
+    if !json {
+        println!("\ngeometric mean speed-up: {:.2}x", bench::jitbench::geomean(&ratios));
+    }
+    Ok(())
 }
 
 /// Share of the distinct contracts executed that the JIT declined.

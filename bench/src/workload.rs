@@ -187,7 +187,8 @@ fn deploy_runtime(code: Vec<u8>) -> (Bytes, std::collections::BTreeMap<U256, U25
     (runtime, account.storage.clone())
 }
 
-fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
+/// The token's runtime code and the storage its constructor leaves.
+pub fn token_runtime() -> (Bytes, std::collections::BTreeMap<U256, U256>) {
     let mut code = token_creation_code().to_vec();
     code.extend(("Bench Token".to_string(), "BT".to_string(), U256::ZERO).abi_encode_params());
     deploy_runtime(code)

@@ -315,13 +315,12 @@ impl JitRuntime {
 
     fn compile_now(&self, job: &Job) -> Result<Arc<Compiled>, EngineError> {
         debug_assert_eq!(keccak256(&job.code), job.hash, "code hash of a compiled contract");
-        let (obj, _) = engine::compile(
+        let obj = engine::compile(
             &job.code,
             &job.hash.0,
             job.spec,
             &gas_table_spec(job.spec),
             self.cfg.opt_level,
-            false,
         )?;
         let loaded = engine::load(&obj.symbol, &obj.bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);

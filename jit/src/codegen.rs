@@ -44,11 +44,9 @@ struct Gen<'a, 'ctx> {
     ptr: PointerType<'ctx>,
     ctx: PointerValue<'ctx>,
     stack: PointerValue<'ctx>,
-    gas_var: PointerValue<'ctx>,
-    len_var: PointerValue<'ctx>,
+    /// Remaining gas at the current point of the current block.
+    gas: IntValue<'ctx>,
     target_var: PointerValue<'ctx>,
-    generic_fn: PointerValue<'ctx>,
-    arith_fn: PointerValue<'ctx>,
     generic_ty: FunctionType<'ctx>,
     arith_ty: FunctionType<'ctx>,
     blocks: Vec<BasicBlock<'ctx>>,
@@ -84,8 +82,6 @@ pub fn build<'ctx>(
     let entry = cx.append_basic_block(func, "entry");
     b.position_at_end(entry);
     let ctx = func.get_nth_param(0).expect("one parameter").into_pointer_value();
-    let gas_var = b.build_alloca(i64, "gas")?;
-    let len_var = b.build_alloca(i64, "len")?;
     let target_var = b.build_alloca(i256, "target")?;
     let blocks = (0..analysis.blocks.len())
         .map(|i| cx.append_basic_block(func, &format!("b{i}")))
@@ -105,11 +101,8 @@ pub fn build<'ctx>(
         ptr,
         ctx,
         stack: ptr.const_null(),
-        gas_var,
-        len_var,
+        gas: i64.const_zero(),
         target_var,
-        generic_fn: ptr.const_null(),
-        arith_fn: ptr.const_null(),
         generic_ty,
         arith_ty,
         blocks,
@@ -158,27 +151,24 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(())
     }
 
-    fn entry(&mut self) -> Result<(), CodegenError> {
-        self.stack = self.load_field_ptr(offsets::STACK)?;
-        let gas = self.load_field(offsets::GAS, self.i64)?;
-        self.b.build_store(self.gas_var, gas)?;
-        let len = self.load_field(offsets::STACK_LEN, self.i64)?;
-        self.b.build_store(self.len_var, len)?;
+    /// Loads helper `i` from the context's table. Pointers are loaded where they are used,
+    /// not once at entry: a value live across thousands of blocks makes LLVM's register
+    /// allocation of a large contract take seconds.
+    fn helper_fn(&self, i: u32) -> Result<PointerValue<'ctx>, CodegenError> {
         let helpers = self.load_field_ptr(offsets::HELPERS)?;
-        let slot = |i: u32| -> Result<PointerValue<'ctx>, CodegenError> {
-            // SAFETY: the helper table has an entry for every HELPER_* index.
-            let p = unsafe {
-                self.b.build_in_bounds_gep(
-                    self.ptr,
-                    helpers,
-                    &[self.i64.const_int(u64::from(i), false)],
-                    "h",
-                )?
-            };
-            Ok(self.b.build_load(self.ptr, p, "")?.into_pointer_value())
+        // SAFETY: the helper table has an entry for every HELPER_* index.
+        let p = unsafe {
+            self.b.build_in_bounds_gep(
+                self.ptr,
+                helpers,
+                &[self.i64.const_int(u64::from(i), false)],
+                "h",
+            )?
         };
-        self.generic_fn = slot(HELPER_GENERIC)?;
-        self.arith_fn = slot(HELPER_ARITH)?;
+        Ok(self.b.build_load(self.ptr, p, "")?.into_pointer_value())
+    }
+
+    fn entry(&mut self) -> Result<(), CodegenError> {
         let resume = self.load_field(offsets::RESUME_PC, self.i64)?;
         let cases: Vec<_> = self
             .a
@@ -205,7 +195,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(())
     }
 
-    /// A shared block that writes the gas back and returns `result`.
+    /// A shared block that returns `result`. Only `Stop` needs the gas and stack length in the
+    /// context (halts burn all gas); its predecessors store them first.
     fn exit(&mut self, result: InstructionResult) -> Result<BasicBlock<'ctx>, CodegenError> {
         let code = result as u8;
         if let Some((_, bb)) = self.exits.iter().find(|(c, _)| *c == code) {
@@ -214,8 +205,6 @@ impl<'ctx> Gen<'_, 'ctx> {
         let here = self.b.get_insert_block();
         let bb = self.cx.append_basic_block(self.func, &format!("exit{code}"));
         self.b.position_at_end(bb);
-        let gas = self.b.build_load(self.i64, self.gas_var, "")?.into_int_value();
-        self.store_field(offsets::GAS, gas)?;
         self.b.build_return(Some(&self.i8.const_int(u64::from(code), false)))?;
         if let Some(h) = here {
             self.b.position_at_end(h);
@@ -269,8 +258,31 @@ impl<'ctx> Gen<'_, 'ctx> {
             .build_int_add(self.len_base, self.i64.const_int(self.off as u64, true), "len")?)
     }
 
-    fn save_len(&self) -> Result<(), CodegenError> {
-        self.b.build_store(self.len_var, self.cur_len()?)?;
+    /// Writes gas and stack length to the context at a block exit. The accesses are volatile
+    /// so that LLVM keeps these two values in the context between blocks: turned into SSA
+    /// values across thousands of blocks, they make register allocation of a large contract
+    /// superlinear (seconds for snailtracer).
+    fn save_state(&self) -> Result<(), CodegenError> {
+        let len = self.cur_len()?;
+        for (off, v) in [(offsets::GAS, self.gas), (offsets::STACK_LEN, len)] {
+            let p = self.field(off)?;
+            self.b.build_store(p, v)?.set_volatile(true).ok();
+        }
+        Ok(())
+    }
+
+    /// Reads gas and stack length from the context at a block entry.
+    fn load_state(&mut self) -> Result<(), CodegenError> {
+        let mut vals = [self.i64.const_zero(); 2];
+        for (i, off) in [offsets::GAS, offsets::STACK_LEN].into_iter().enumerate() {
+            let p = self.field(off)?;
+            let v = self.b.build_load(self.i64, p, "")?;
+            v.as_instruction_value().expect("load").set_volatile(true).ok();
+            vals[i] = v.into_int_value();
+        }
+        self.gas = vals[0];
+        self.len_base = vals[1];
+        self.off = 0;
         Ok(())
     }
 
@@ -285,8 +297,8 @@ impl<'ctx> Gen<'_, 'ctx> {
     fn block(&mut self, i: usize) -> Result<(), CodegenError> {
         let blk = self.a.blocks[i].clone();
         self.b.position_at_end(self.blocks[i]);
-        self.len_base = self.b.build_load(self.i64, self.len_var, "len0")?.into_int_value();
-        self.off = 0;
+        self.stack = self.load_field_ptr(offsets::STACK)?;
+        self.load_state()?;
         if blk.needed > 0 {
             let under = self.exit(InstructionResult::StackUnderflow)?;
             let ok = self.new_bb("stack_ok");
@@ -332,7 +344,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             self.b.build_unconditional_branch(bad)?;
         }
         if !ends {
-            self.save_len()?;
+            self.save_state()?;
             let next = match self.blocks.get(i + 1) {
                 Some(bb) => *bb,
                 // Falling off the end of the code executes the padding STOP.
@@ -349,13 +361,11 @@ impl<'ctx> Gen<'_, 'ctx> {
         }
         let oog = self.exit(InstructionResult::OutOfGas)?;
         let ok = self.new_bb("gas_ok");
-        let g = self.b.build_load(self.i64, self.gas_var, "gas")?.into_int_value();
         let cost = self.i64.const_int(gas, false);
-        let c = self.b.build_int_compare(IntPredicate::ULT, g, cost, "")?;
+        let c = self.b.build_int_compare(IntPredicate::ULT, self.gas, cost, "")?;
         self.b.build_conditional_branch(c, oog, ok)?;
         self.b.position_at_end(ok);
-        let left = self.b.build_int_sub(g, cost, "")?;
-        self.b.build_store(self.gas_var, left)?;
+        self.gas = self.b.build_int_sub(self.gas, cost, "gas")?;
         Ok(())
     }
 
@@ -365,13 +375,13 @@ impl<'ctx> Gen<'_, 'ctx> {
     fn helper(&mut self, k: usize, keep_len: bool) -> Result<(), CodegenError> {
         let inst = &self.a.insts[k];
         self.store_field(offsets::STACK_LEN, self.cur_len()?)?;
-        let gas = self.b.build_load(self.i64, self.gas_var, "")?.into_int_value();
-        self.store_field(offsets::GAS, gas)?;
+        self.store_field(offsets::GAS, self.gas)?;
+        let generic_fn = self.helper_fn(HELPER_GENERIC)?;
         let st = self
             .b
             .build_indirect_call(
                 self.generic_ty,
-                self.generic_fn,
+                generic_fn,
                 &[
                     self.ctx.into(),
                     self.i8.const_int(u64::from(inst.op), false).into(),
@@ -390,8 +400,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(fail);
         self.b.build_return(Some(&st))?;
         self.b.position_at_end(ok);
-        let gas = self.load_field(offsets::GAS, self.i64)?;
-        self.b.build_store(self.gas_var, gas)?;
+        self.gas = self.load_field(offsets::GAS, self.i64)?;
         let (inputs, outputs) = stack_io(inst.op);
         if keep_len {
             self.off += outputs as i64 - inputs as i64;
@@ -404,9 +413,10 @@ impl<'ctx> Gen<'_, 'ctx> {
 
     fn arith(&mut self, op: u8) -> Result<(), CodegenError> {
         let top = self.slot(0)?;
+        let arith_fn = self.helper_fn(HELPER_ARITH)?;
         self.b.build_indirect_call(
             self.arith_ty,
-            self.arith_fn,
+            arith_fn,
             &[self.i8.const_int(u64::from(op), false).into(), top.into()],
             "",
         )?;
@@ -426,6 +436,29 @@ impl<'ctx> Gen<'_, 'ctx> {
             .basic()
             .expect("returns i256")
             .into_int_value())
+    }
+
+    /// Ends a memory fast path (the current block) and emits its slow path through revm's
+    /// instruction, joining at `join` with the gas of whichever ran.
+    fn slow_path(
+        &mut self,
+        k: usize,
+        slow: BasicBlock<'ctx>,
+        join: BasicBlock<'ctx>,
+    ) -> Result<(), CodegenError> {
+        let fast_end = self.b.get_insert_block().expect("in a block");
+        let fast_gas = self.gas;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(slow);
+        self.helper(k, true)?;
+        let slow_end = self.b.get_insert_block().expect("in a block");
+        let slow_gas = self.gas;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(join);
+        let phi = self.b.build_phi(self.i64, "gas")?;
+        phi.add_incoming(&[(&fast_gas, fast_end), (&slow_gas, slow_end)]);
+        self.gas = phi.as_basic_value().into_int_value();
+        Ok(())
     }
 
     /// Memory fast path for an access of `width` bytes at `offset`: taken when the frame's
@@ -466,6 +499,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         }
         match op {
             opcode::STOP => {
+                self.save_state()?;
                 let stop = self.exit(InstructionResult::Stop)?;
                 self.b.build_unconditional_branch(stop)?;
             }
@@ -554,11 +588,7 @@ impl<'ctx> Gen<'_, 'ctx> {
                 v.as_instruction_value().expect("load").set_alignment(1).ok();
                 let v = self.bswap(v.into_int_value())?;
                 self.poke(0, v)?;
-                self.b.build_unconditional_branch(join)?;
-                self.b.position_at_end(slow);
-                self.helper(k, true)?;
-                self.b.build_unconditional_branch(join)?;
-                self.b.position_at_end(join);
+                self.slow_path(k, slow, join)?;
             }
             opcode::MSTORE | opcode::MSTORE8 => {
                 let width = if op == opcode::MSTORE { 32 } else { 1 };
@@ -573,23 +603,19 @@ impl<'ctx> Gen<'_, 'ctx> {
                     let v = self.b.build_int_truncate(value, self.i8, "")?;
                     self.b.build_store(p, v)?;
                 }
-                self.b.build_unconditional_branch(join)?;
-                self.b.position_at_end(slow);
                 let before = self.off;
-                self.helper(k, true)?;
-                self.b.build_unconditional_branch(join)?;
-                self.b.position_at_end(join);
+                self.slow_path(k, slow, join)?;
                 self.off = before - 2;
             }
             opcode::JUMP => {
                 let target = self.pop()?;
-                self.save_len()?;
+                self.save_state()?;
                 self.jump_to(bi, k, target)?;
             }
             opcode::JUMPI => {
                 let target = self.pop()?;
                 let cond = self.pop()?;
-                self.save_len()?;
+                self.save_state()?;
                 let taken = self.new_bb("taken");
                 let next = match self.blocks.get(bi + 1) {
                     Some(bb) => *bb,
@@ -608,8 +634,7 @@ impl<'ctx> Gen<'_, 'ctx> {
                 self.push(v)?;
             }
             opcode::GAS => {
-                let g = self.b.build_load(self.i64, self.gas_var, "")?.into_int_value();
-                let v = self.b.build_int_z_extend(g, self.i256, "")?;
+                let v = self.b.build_int_z_extend(self.gas, self.i256, "")?;
                 self.push(v)?;
             }
             opcode::JUMPDEST => {}

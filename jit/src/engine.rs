@@ -69,11 +69,16 @@ pub enum OptLevel {
 }
 
 impl OptLevel {
+    /// The IR pipeline. O1 and O2 are function-local pipelines without loop passes: a
+    /// contract is one loop through its jump dispatch, and LLVM's loop passes spent seconds on
+    /// large contracts for no measured gain. O3 is LLVM's own `default<O3>`.
     fn pipeline(self) -> &'static str {
         match self {
             OptLevel::O0 => "default<O0>",
-            OptLevel::O1 => "default<O1>",
-            OptLevel::O2 => "default<O2>",
+            OptLevel::O1 => "function(sroa,early-cse,simplifycfg,instcombine<no-verify-fixpoint>,dse)",
+            OptLevel::O2 => {
+                "function(sroa,early-cse,simplifycfg,instcombine<no-verify-fixpoint>,gvn,dse,simplifycfg)"
+            }
             OptLevel::O3 => "default<O3>",
         }
     }
@@ -108,7 +113,30 @@ pub fn host_cpu() -> (String, String) {
 
 fn target_machine(opt: OptLevel) -> Result<TargetMachine, EngineError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
+    INIT.get_or_init(|| {
+        // Machine LICM hoists out of the one loop every contract forms through its jump
+        // dispatch; on a large contract it took 12 of 27 s of snailtracer's compile and gained
+        // nothing measurable. `JIT_LLVM_FLAGS` adds LLVM options (for experiments).
+        let extra = std::env::var("JIT_LLVM_FLAGS").unwrap_or_default();
+        {
+            let args: Vec<CString> = ["jit", "-disable-machine-licm"]
+                .into_iter()
+                .map(str::to_string)
+                .chain(extra.split_whitespace().map(str::to_string))
+                .map(|a| CString::new(a).expect("no NUL"))
+                .collect();
+            let ptrs: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+            // SAFETY: argv-style array of NUL-terminated strings that outlive the call.
+            unsafe {
+                inkwell::llvm_sys::support::LLVMParseCommandLineOptions(
+                    ptrs.len() as i32,
+                    ptrs.as_ptr(),
+                    std::ptr::null(),
+                )
+            };
+        }
+        Target::initialize_native(&InitializationConfig::default())
+    })
         .clone()
         .map_err(EngineError::Target)?;
     let triple = TargetMachine::get_default_triple();
@@ -132,15 +160,40 @@ pub fn symbol_name(code_hash: &[u8; 32], spec: SpecId) -> String {
     format!("evm_v{COMPILER_VERSION}_{hex}_{}", spec as u8)
 }
 
-/// Compiles `code` for `spec` to an object. With `ir`, the optimised IR is returned too.
-pub fn compile(
+/// What `compile` produces besides the object, for inspection (`jit compile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Emit {
+    /// Only the object.
+    #[default]
+    Object,
+    /// The optimised LLVM IR too.
+    Ir,
+    /// The assembly too.
+    Asm,
+}
+
+/// Time per compile stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Analysis and IR generation.
+    pub codegen: Duration,
+    /// LLVM's optimisation pipeline.
+    pub optimise: Duration,
+    /// Instruction selection and object emission.
+    pub emit: Duration,
+}
+
+/// Compiles `code` for `spec` to an object, with `passes` (an LLVM pass pipeline) instead of
+/// the level's default pipeline when given.
+pub fn compile_with(
     code: &[u8],
     code_hash: &[u8; 32],
     spec: SpecId,
     gas_table: &GasTable,
     opt: OptLevel,
-    ir: bool,
-) -> Result<(Object, Option<String>), EngineError> {
+    passes: Option<&str>,
+    emit: Emit,
+) -> Result<(Object, Timings, Option<String>), EngineError> {
     let started = Instant::now();
     let analysis = analyse(code, spec, gas_table);
     let cx = Context::create();
@@ -150,45 +203,48 @@ pub fn compile(
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     let symbol = symbol_name(code_hash, spec);
     codegen::build(&cx, &module, &symbol, &analysis)?;
+    let codegen_done = Instant::now();
     module
-        .run_passes(opt.pipeline(), &tm, PassBuilderOptions::create())
+        .run_passes(passes.unwrap_or(opt.pipeline()), &tm, PassBuilderOptions::create())
         .map_err(|e| EngineError::Llvm(e.to_string()))?;
-    let text = ir.then(|| module.print_to_string().to_string());
+    let optimised = Instant::now();
+    let text = match emit {
+        Emit::Object => None,
+        Emit::Ir => Some(module.print_to_string().to_string()),
+        Emit::Asm => {
+            let asm = tm
+                .write_to_memory_buffer(&module, FileType::Assembly)
+                .map_err(|e| EngineError::Llvm(e.to_string()))?;
+            Some(String::from_utf8_lossy(asm.as_slice()).into_owned())
+        }
+    };
+    let emit_started = Instant::now();
     let buf = tm
         .write_to_memory_buffer(&module, FileType::Object)
         .map_err(|e| EngineError::Llvm(e.to_string()))?;
-    Ok((
-        Object {
-            symbol,
-            bytes: buf.as_slice().to_vec(),
-            compile_time: started.elapsed(),
-        },
-        text,
-    ))
+    let done = Instant::now();
+    let timings = Timings {
+        codegen: codegen_done - started,
+        optimise: optimised - codegen_done,
+        emit: done - emit_started,
+    };
+    let object = Object {
+        symbol,
+        bytes: buf.as_slice().to_vec(),
+        compile_time: timings.codegen + timings.optimise + timings.emit,
+    };
+    Ok((object, timings, text))
 }
 
-/// Assembly for `code` under `spec` (for `jit compile`).
-pub fn assembly(
+/// Compiles `code` for `spec` to an object with the level's default pipeline.
+pub fn compile(
     code: &[u8],
     code_hash: &[u8; 32],
     spec: SpecId,
     gas_table: &GasTable,
     opt: OptLevel,
-) -> Result<String, EngineError> {
-    let analysis = analyse(code, spec, gas_table);
-    let cx = Context::create();
-    let module = cx.create_module("evm");
-    let tm = target_machine(opt)?;
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    codegen::build(&cx, &module, &symbol_name(code_hash, spec), &analysis)?;
-    module
-        .run_passes(opt.pipeline(), &tm, PassBuilderOptions::create())
-        .map_err(|e| EngineError::Llvm(e.to_string()))?;
-    let buf = tm
-        .write_to_memory_buffer(&module, FileType::Assembly)
-        .map_err(|e| EngineError::Llvm(e.to_string()))?;
-    Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
+) -> Result<Object, EngineError> {
+    compile_with(code, code_hash, spec, gas_table, opt, None, Emit::Object).map(|(o, _, _)| o)
 }
 
 /// Loaded code: callable while this handle lives.
@@ -357,9 +413,10 @@ mod tests {
     fn compiles_and_loads_a_small_contract() {
         let code = [0x60, 0x02, 0x60, 0x03, 0x01, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3];
         let hash = [7u8; 32];
-        let (obj, ir) =
-            compile(&code, &hash, SpecId::CANCUN, &gas_table_spec(SpecId::CANCUN), OptLevel::O2, true)
-                .unwrap();
+        let spec = SpecId::CANCUN;
+        let table = gas_table_spec(spec);
+        let (obj, _, ir) =
+            compile_with(&code, &hash, spec, &table, OptLevel::O2, None, Emit::Ir).unwrap();
         assert!(ir.unwrap().contains("define"));
         assert!(!obj.bytes.is_empty());
         let a = load(&obj.symbol, &obj.bytes).unwrap();
