@@ -17,6 +17,7 @@ test: bootstrap
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run --release -p bench --bin bench -- statetest tests/fixtures/GeneralStateTests
 	$(CARGO) run --release -p bench --bin bench -- statetest --parallel tests/fixtures/GeneralStateTests
+	$(CARGO) run --release -p bench --bin bench -- statetest --jit tests/fixtures/GeneralStateTests
 
 ## Rebuild the Solidity contracts the tests and benchmarks use (needs npm; not part of test).
 contracts:

@@ -41,7 +41,9 @@ pub struct JitConfig {
     pub opt_level: OptLevel,
     /// Directory of the AOT cache; unset means none (the sequencer sets `<datadir>/jit`).
     pub aot_dir: Option<PathBuf>,
-    /// Compile in the calling frame instead of in the background (tests and conformance runs).
+    /// Compile in the calling frame instead of in the background (tests and conformance runs;
+    /// not a config key).
+    #[serde(skip)]
     pub blocking: bool,
 }
 
@@ -223,6 +225,26 @@ impl JitRuntime {
             }
         }
         rt
+    }
+
+    /// A runtime that compiles nothing (`enabled = false`), shared by every caller.
+    pub fn disabled() -> Arc<JitRuntime> {
+        static OFF: std::sync::OnceLock<Arc<JitRuntime>> = std::sync::OnceLock::new();
+        OFF.get_or_init(|| {
+            JitRuntime::start(JitConfig { enabled: false, ..JitConfig::default() }, None)
+        })
+        .clone()
+    }
+
+    /// Checks the settings; the error names the key.
+    pub fn validate(cfg: &JitConfig) -> Result<(), (&'static str, &'static str)> {
+        if cfg.enabled && cfg.compile_threads == 0 {
+            return Err(("jit.compile_threads", "must be at least 1 when the JIT is enabled"));
+        }
+        if cfg.cache_bytes < (1 << 20) {
+            return Err(("jit.cache_bytes", "must be at least 1 MiB"));
+        }
+        Ok(())
     }
 
     /// Its configuration.
@@ -483,6 +505,15 @@ impl JitRuntime {
             code_bytes: self.bytes.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl std::fmt::Debug for JitRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitRuntime")
+            .field("config", &self.cfg)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub memory: numa::MemoryConfig,
     /// `[executor]`: the parallel execution engine.
     pub executor: ExecutorSection,
+    /// `[jit]`: compiling hot contracts to native code (see the `jit` crate).
+    pub jit: jit::JitConfig,
 }
 
 /// `[executor]`.
@@ -355,6 +357,9 @@ impl Config {
         }
         if self.executor.sequential_share_percent > 100 {
             return invalid("executor.sequential_share_percent", "must be at most 100");
+        }
+        if let Err((key, reason)) = jit::JitRuntime::validate(&self.jit) {
+            return invalid(key, reason);
         }
         if let Err((key, reason)) = self.memory.validate() {
             return Err(ConfigError::Invalid { key, reason });

@@ -66,6 +66,18 @@ pub fn new_evm<DB: Database>(
     new_evm_with(db, spec, chain_id, block, |_| {})
 }
 
+/// A revm instance for the chain's rules over `db` whose call frames run JIT-compiled code
+/// from `jit` when it is ready (the interpreter otherwise).
+pub fn new_jit_evm<DB: Database>(
+    db: DB,
+    spec: SpecId,
+    chain_id: u64,
+    block: BlockEnv,
+    jit: &Arc<jit::JitRuntime>,
+) -> jit::JitEvm<MainnetContext<DB>> {
+    jit::JitEvm::new(new_evm(db, spec, chain_id, block), jit.clone())
+}
+
 /// As [`new_evm`], with further configuration (e.g. the relaxed checks of `eth_call`).
 pub fn new_evm_with<DB: Database>(
     db: DB,
@@ -146,12 +158,29 @@ pub fn execute_batch<H: BlockHashes>(
     rules: ChainRules,
     env: &BlockEnvParams,
     txs: Vec<Arc<PooledTx>>,
+    gas_left: u64,
+    deadline: Option<Instant>,
+) -> BatchOutcome {
+    let jit = jit::JitRuntime::disabled();
+    execute_batch_with(state, hashes, rules, env, txs, gas_left, deadline, &jit)
+}
+
+/// As [`execute_batch`], running compiled code from `jit` where it is ready.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_batch_with<H: BlockHashes>(
+    state: &MemState,
+    hashes: H,
+    rules: ChainRules,
+    env: &BlockEnvParams,
+    txs: Vec<Arc<PooledTx>>,
     mut gas_left: u64,
     deadline: Option<Instant>,
+    jit: &Arc<jit::JitRuntime>,
 ) -> BatchOutcome {
     let mut overlay = Overlay::new(state, hashes);
     let mut out = BatchOutcome::default();
-    let ran = execute_sequential(&mut overlay, rules, env, &txs, &mut gas_left, deadline, &mut out);
+    let ran =
+        execute_sequential(&mut overlay, rules, env, &txs, &mut gas_left, deadline, &mut out, jit);
     out.deferred.extend(txs[ran..].iter().cloned());
     out.diff = overlay.into_diff();
     out
@@ -159,6 +188,7 @@ pub fn execute_batch<H: BlockHashes>(
 
 /// The sequential path over an overlay: runs `txs` in order, committing each, until the
 /// deadline passes (after at least one). Returns how many it went through.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn execute_sequential<H: BlockHashes>(
     overlay: &mut Overlay<'_, H>,
     rules: ChainRules,
@@ -167,8 +197,10 @@ pub(crate) fn execute_sequential<H: BlockHashes>(
     gas_left: &mut u64,
     deadline: Option<Instant>,
     out: &mut BatchOutcome,
+    jit: &Arc<jit::JitRuntime>,
 ) -> usize {
-    let mut evm = new_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec));
+    let mut evm =
+        new_jit_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec), jit);
     for (i, tx) in txs.iter().enumerate() {
         if tx.gas_limit() > *gas_left {
             out.deferred.push(tx.clone());

@@ -276,12 +276,12 @@ impl Node {
             rules,
             static_rules,
             state: Arc::new(state),
-            executor: crate::parallel::Executor::for_node(&config.executor, &placement).map_err(
-                |e| NodeError::DataDir {
+            executor: crate::parallel::Executor::for_node(&config.executor, &placement)
+                .map_err(|e| NodeError::DataDir {
                     path: datadir.clone(),
                     source: std::io::Error::other(format!("executor threads: {e}")),
-                },
-            )?,
+                })?
+                .with_jit(start_jit(&config.jit, &datadir, &placement)),
             placement,
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
@@ -951,4 +951,25 @@ mod tests {
         assert_eq!(again.state.account(&crate::dev::DEV_ACCOUNTS[0].0).unwrap().nonce, 1);
         again.shutdown();
     }
+}
+
+/// Starts the JIT runtime of `[jit]`: its AOT cache in `<datadir>/jit` unless `jit.aot_dir`
+/// says otherwise, its compile threads on the plan's JIT cores when the plan pins.
+fn start_jit(
+    section: &jit::JitConfig,
+    datadir: &std::path::Path,
+    placement: &Placement,
+) -> Arc<jit::JitRuntime> {
+    if !section.enabled {
+        return jit::JitRuntime::disabled();
+    }
+    let mut cfg = section.clone();
+    cfg.aot_dir.get_or_insert_with(|| datadir.join("jit"));
+    let cpus = placement
+        .plan
+        .as_ref()
+        .filter(|_| placement.pin)
+        .map(|p| p.jit.clone())
+        .filter(|c| !c.is_empty());
+    jit::JitRuntime::start(cfg, cpus)
 }

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use revm::primitives::hardfork::SpecId;
 use sequencer::{
     dev::{DEV_ACCOUNTS, dev_key, sign},
-    exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
+    exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch, execute_batch_with},
     parallel::{Executor, ExecutorConfig},
     tx::{PooledTx, decode_recovered},
 };
@@ -267,6 +267,12 @@ fn sequentially(state: &MemState, beneficiary: Address, txs: Vec<Arc<PooledTx>>)
     execute_batch(state, NoBlockHashes, rules(), &env(beneficiary), txs, u64::MAX, None)
 }
 
+/// A JIT runtime that compiles every contract on its first call, shared by the tests.
+fn eager_jit() -> Arc<jit::JitRuntime> {
+    static RT: std::sync::OnceLock<Arc<jit::JitRuntime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| jit::JitRuntime::start(jit::JitConfig::eager(), None)).clone()
+}
+
 fn engine(threads: usize) -> Executor {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let config =
@@ -289,10 +295,16 @@ proptest! {
         let beneficiary = if beneficiary_sends { sender(7) } else { Address::repeat_byte(0xbe) };
         let txs = build(&gens);
         let expected = execute_batch(&state, NoBlockHashes, rules(), &env(beneficiary), txs.clone(), gas_left, None);
-        for threads in [1, 2, 8] {
-            let executor = engine(threads);
+        // The engine with the interpreter, then with every contract compiled by the JIT
+        // (the sequential path with the JIT too): all must equal the interpreter's sequential run.
+        for (threads, jit) in [(1, false), (2, false), (8, false), (1, true), (2, true)] {
+            let executor = if jit { engine(threads).with_jit(eager_jit()) } else { engine(threads) };
             let got = executor.execute(&state, NoBlockHashes, rules(), &env(beneficiary), txs.clone(), gas_left, None);
-            prop_assert_eq!(summary(&got), summary(&expected), "threads {}", threads);
+            prop_assert_eq!(summary(&got), summary(&expected), "threads {} jit {}", threads, jit);
+            if jit {
+                let seq = execute_batch_with(&state, NoBlockHashes, rules(), &env(beneficiary), txs.clone(), gas_left, None, &eager_jit());
+                prop_assert_eq!(summary(&seq), summary(&expected), "sequential with the JIT");
+            }
             let (a, b) = (genesis(), genesis());
             a.apply(&expected.diff);
             b.apply(&got.diff);
@@ -453,4 +465,29 @@ fn the_gas_gate_keeps_cheap_batches_sequential_and_learns_heavy_contracts() {
     assert_eq!(executor.stats().parallel_batches, 1);
     let expected = sequentially(&state, beneficiary, burn(2));
     assert_eq!(summary(&second), summary(&expected));
+}
+
+#[test]
+fn with_the_jit_contracts_run_as_compiled_code_and_results_do_not_change() {
+    let state = genesis();
+    let mut input = vec![0xa9, 0x05, 0x9c, 0xbb];
+    input.extend((sender(1), U256::from(3)).abi_encode_params());
+    let txs: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (to, input) = if i % 2 == 0 {
+                (TOKEN, Bytes::from(input.clone()))
+            } else {
+                (contract(i % CODES.len()), U256::from(i).to_be_bytes::<32>().to_vec().into())
+            };
+            tx(i, 0, TxKind::Call(to), U256::ZERO, input, 200_000, 1)
+        })
+        .collect();
+    let jit = jit::JitRuntime::start(jit::JitConfig::eager(), None);
+    let expected = sequentially(&state, Address::repeat_byte(0xbe), txs.clone());
+    let executor = engine(2).with_jit(jit.clone());
+    let got = on_engine(&executor, &state, Address::repeat_byte(0xbe), txs);
+    assert_eq!(summary(&got), summary(&expected));
+    let stats = jit.stats();
+    assert!(stats.compiled >= 2, "the token and the contracts were compiled: {stats:?}");
+    assert!(stats.frames_compiled >= SENDERS as u64, "{stats:?}");
 }

@@ -48,13 +48,13 @@ use revm::{
         result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
     },
     database_interface::Database,
-    handler::{EvmTr, FrameResult, Handler, MainnetContext, MainnetEvm, post_execution},
+    handler::{EvmTr, FrameResult, Handler, MainnetContext, post_execution},
     primitives::hardfork::SpecId,
     state::{AccountInfo, Bytecode, EvmState},
 };
 
 use crate::{
-    exec::{BatchOutcome, BlockEnvParams, ChainRules, TxOutcome, execution_error_message, new_evm},
+    exec::{BatchOutcome, BlockEnvParams, ChainRules, TxOutcome, execution_error_message, new_jit_evm},
     tx::PooledTx,
 };
 
@@ -102,6 +102,8 @@ pub struct Executor {
     /// Per called contract: gas its calls used, moving average.
     gas: Mutex<hashbrown::HashMap<Address, f64>>,
     stats: Mutex<ExecStats>,
+    /// Compiled code for hot contracts, used by both paths.
+    jit: Arc<jit::JitRuntime>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -133,7 +135,19 @@ impl Executor {
             hot: Mutex::default(),
             gas: Mutex::default(),
             stats: Mutex::default(),
+            jit: jit::JitRuntime::disabled(),
         })
+    }
+
+    /// Runs compiled code from `jit` where it is ready.
+    pub fn with_jit(mut self, jit: Arc<jit::JitRuntime>) -> Self {
+        self.jit = jit;
+        self
+    }
+
+    /// The JIT runtime it uses.
+    pub fn jit(&self) -> &Arc<jit::JitRuntime> {
+        &self.jit
     }
 
     /// The engine the sequencer runs: `[executor]` settings, its threads on one node of the
@@ -199,7 +213,7 @@ impl Executor {
         gas_left: u64,
         deadline: Option<Instant>,
     ) -> BatchOutcome {
-        let setup = Setup::new(rules, env.block_env(rules.spec));
+        let setup = Setup { jit: self.jit.clone(), ..Setup::new(rules, env.block_env(rules.spec)) };
         let done = if self.predicted_gas(&txs) < self.config.min_parallel_gas as f64 {
             None
         } else {
@@ -209,8 +223,9 @@ impl Executor {
             // Cheap transactions, a dependent chain, a small batch or one thread: the
             // sequential path itself.
             self.stats.lock().sequential_batches += 1;
-            let out =
-                crate::exec::execute_batch(state, hashes, rules, env, txs, gas_left, deadline);
+            let out = crate::exec::execute_batch_with(
+                state, hashes, rules, env, txs, gas_left, deadline, &self.jit,
+            );
             self.learn_gas(&out);
             return out;
         };
@@ -456,12 +471,20 @@ pub struct Setup {
     pub block: BlockEnv,
     /// Blob limit per transaction, when it is not the fork's default.
     pub max_blobs_per_tx: Option<u64>,
+    /// Compiled code for hot contracts ([`jit::JitRuntime::disabled`] for none).
+    pub jit: Arc<jit::JitRuntime>,
 }
 
 impl Setup {
     /// The sequencer's setup for `rules` and `block`.
     pub fn new(rules: ChainRules, block: BlockEnv) -> Self {
-        Self { spec: rules.spec, chain_id: rules.chain_id, block, max_blobs_per_tx: None }
+        Self {
+            spec: rules.spec,
+            chain_id: rules.chain_id,
+            block,
+            max_blobs_per_tx: None,
+            jit: jit::JitRuntime::disabled(),
+        }
     }
 }
 
@@ -676,7 +699,7 @@ impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
     }
 }
 
-type WorkerEvm<'c, 'b, H> = MainnetEvm<MainnetContext<VersionedDb<'c, 'b, H>>>;
+type WorkerEvm<'c, 'b, H> = jit::JitEvm<MainnetContext<VersionedDb<'c, 'b, H>>>;
 
 /// The mainnet handler, except that the beneficiary's fee is recorded instead of credited
 /// when the transaction has not loaded the beneficiary itself.
@@ -753,9 +776,9 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
             reads: Vec::new(),
             codes: hashbrown::HashMap::new(),
         };
-        let mut evm = new_evm(db, setup.spec, setup.chain_id, setup.block.clone());
+        let mut evm = new_jit_evm(db, setup.spec, setup.chain_id, setup.block.clone(), &setup.jit);
         if let Some(max) = setup.max_blobs_per_tx {
-            evm.ctx.cfg.max_blobs_per_tx = Some(max);
+            evm.inner.ctx.cfg.max_blobs_per_tx = Some(max);
         }
         let mut idle = 0u32;
         // Groups are claimed a few at a time: fewer trips to the shared counter, and each
@@ -821,15 +844,15 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
     fn run(&self, evm: &mut WorkerEvm<'_, '_, H>, idx: TxIdx, previous: &[Key]) -> Done {
         self.executions.fetch_add(1, Ordering::Relaxed);
         {
-            let db = &mut evm.ctx.journaled_state.database;
+            let db = &mut evm.inner.ctx.journaled_state.database;
             db.idx = idx;
             db.reads.clear();
         }
-        evm.ctx.set_tx(self.txs[idx].tx_env());
+        evm.inner.ctx.set_tx(self.txs[idx].tx_env());
         let mut handler = LazyFee { deferred: Cell::new(None), _evm: std::marker::PhantomData };
         let result = handler.run(evm);
-        let state = evm.ctx.journal_mut().finalize();
-        let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
+        let state = evm.inner.ctx.journal_mut().finalize();
+        let reads = std::mem::take(&mut evm.inner.ctx.journaled_state.database.reads);
         let (writes, fee, touched) = match &result {
             Ok(_) => {
                 let (writes, touched) = effects_of(&state, &reads);
