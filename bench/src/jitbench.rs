@@ -123,7 +123,12 @@ pub fn hex_case(arg: &str) -> Result<Case, String> {
     account(&mut db, CALLER, U256::from(10).pow(U256::from(24)), 0, Bytes::new());
     account(&mut db, TARGET, U256::ZERO, 1, code.into());
     let name = Path::new(file).file_stem().and_then(|s| s.to_str()).unwrap_or("hex").to_string();
-    Ok(Case { name, db, tx: call(CALLER, TARGET, input.into(), 1_000_000_000), spec: SpecId::CANCUN })
+    Ok(Case {
+        name,
+        db,
+        tx: call(CALLER, TARGET, input.into(), 1_000_000_000),
+        spec: SpecId::CANCUN,
+    })
 }
 
 /// An ERC-20 `transfer` on the workspace's OpenZeppelin token, from a holder with a balance.
@@ -199,7 +204,8 @@ fn fingerprint(r: &ExecutionResult) -> (bool, u64, Option<Bytes>, usize) {
 
 /// Runs `case` with both engines, `runs` timed runs each, alternating.
 pub fn run_case(case: Case, runs: usize, opt: jit::OptLevel) -> Result<JitResult, String> {
-    let rt = jit::JitRuntime::start(jit::JitConfig { opt_level: opt, ..jit::JitConfig::eager() }, None);
+    let rt =
+        jit::JitRuntime::start(jit::JitConfig { opt_level: opt, ..jit::JitConfig::eager() }, None);
     let mut interp = ctx(case.db.clone(), case.spec).build_mainnet();
     let mut compiled = jit::JitEvm::new(ctx(case.db, case.spec).build_mainnet(), rt.clone());
     let expect = interp.transact(case.tx.clone()).map_err(|e| format!("{}: {e}", case.name))?;

@@ -262,13 +262,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Jit { cases, runs, opt_level, json } => match jit_bench(&cases, runs, opt_level, json) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
+        Command::Jit { cases, runs, opt_level, json } => {
+            match jit_bench(&cases, runs, opt_level, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Statetest { paths, json, show, parallel, jit } => {
             let engine = if parallel {
                 bench::statetest::Engine::Parallel

@@ -400,9 +400,14 @@ fn run_case(
         let refused = Err("blob transaction cannot create a contract".to_string());
         (Vec::new(), refused, Default::default())
     } else if engine == Engine::Parallel {
-        use sequencer::{exec::ChainRules, parallel::{Setup, TxResult}};
-        let setup =
-            Setup { max_blobs_per_tx: Some(max_blobs_per_tx(spec)), ..Setup::new(ChainRules { spec, chain_id: 1 }, block) };
+        use sequencer::{
+            exec::ChainRules,
+            parallel::{Setup, TxResult},
+        };
+        let setup = Setup {
+            max_blobs_per_tx: Some(max_blobs_per_tx(spec)),
+            ..Setup::new(ChainRules { spec, chain_id: 1 }, block)
+        };
         let done = ENGINE
             .with(|e| e.execute_parallel(&state, &hashes, &setup, std::slice::from_ref(&tx_env)))
             .ok_or("the engine has no worker pool")?;

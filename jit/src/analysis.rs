@@ -193,12 +193,7 @@ pub fn decode(code: &[u8], spec: SpecId) -> Vec<Inst> {
             imm = U256::from_be_bytes(word);
             next = pc + 1 + n;
         }
-        insts.push(Inst {
-            pc,
-            op,
-            imm,
-            lowering: lowering(op, spec),
-        });
+        insts.push(Inst { pc, op, imm, lowering: lowering(op, spec) });
         pc = next;
     }
     insts
@@ -231,11 +226,7 @@ pub fn analyse(code: &[u8], spec: SpecId, gas_table: &GasTable) -> Analysis {
         resume = suspends(insts[end - 1].op);
         start = end;
     }
-    Analysis {
-        insts,
-        blocks,
-        code_len: code.len(),
-    }
+    Analysis { insts, blocks, code_len: code.len() }
 }
 
 fn block(
@@ -259,11 +250,7 @@ fn block(
         max_growth = max_growth.max(height);
         seg_gas += u64::from(gas_table[inst.op as usize]);
         if ends_segment(inst) || i + 1 == end {
-            segments.push(Segment {
-                start: seg_start,
-                end: i + 1,
-                gas: seg_gas,
-            });
+            segments.push(Segment { start: seg_start, end: i + 1, gas: seg_gas });
             seg_start = i + 1;
             seg_gas = 0;
         }
@@ -283,9 +270,7 @@ fn block(
 impl Analysis {
     /// The block that starts at `pc`, if any.
     pub fn block_at(&self, pc: usize) -> Option<usize> {
-        self.blocks
-            .binary_search_by_key(&pc, |b| self.insts[b.start].pc)
-            .ok()
+        self.blocks.binary_search_by_key(&pc, |b| self.insts[b.start].pc).ok()
     }
 
     /// Whether `pc` is a valid jump target (a JUMPDEST outside PUSH data).

@@ -64,11 +64,7 @@ impl Default for JitConfig {
 impl JitConfig {
     /// Every contract compiled on its first call, in the calling frame.
     pub fn eager() -> Self {
-        JitConfig {
-            hot_threshold: 0,
-            blocking: true,
-            ..JitConfig::default()
-        }
+        JitConfig { hot_threshold: 0, blocking: true, ..JitConfig::default() }
     }
 }
 
@@ -213,10 +209,10 @@ impl JitRuntime {
                 let handle = std::thread::Builder::new()
                     .name(format!("jit-compile-{i}"))
                     .spawn(move || {
-                        if let Some(cpus) = cpus {
-                            if !numa::pin_to_set(&cpus) {
-                                tracing::warn!(?cpus, "JIT compile thread not pinned");
-                            }
+                        if let Some(cpus) = cpus
+                            && !numa::pin_to_set(&cpus)
+                        {
+                            tracing::warn!(?cpus, "JIT compile thread not pinned");
                         }
                         compile_loop(&weak, &queue);
                     })
@@ -290,11 +286,7 @@ impl JitRuntime {
             return None;
         }
         *entry = Entry::Queued;
-        let job = Job {
-            hash,
-            spec,
-            code: code.to_vec(),
-        };
+        let job = Job { hash, spec, code: code.to_vec() };
         drop(map);
         if self.cfg.blocking {
             let ready = self.compile_job(job);
@@ -313,10 +305,8 @@ impl JitRuntime {
     /// Compiles (or loads from the AOT cache) and installs one job's code.
     fn compile_job(&self, job: Job) -> Option<Arc<Compiled>> {
         let key = (job.hash, job.spec);
-        let result = self
-            .load_aot_one(job.hash, job.spec)
-            .map(Ok)
-            .unwrap_or_else(|| self.compile_now(&job));
+        let result =
+            self.load_aot_one(job.hash, job.spec).map(Ok).unwrap_or_else(|| self.compile_now(&job));
         let mut map = self.map.write();
         match result {
             Ok(c) => {
@@ -349,10 +339,10 @@ impl JitRuntime {
         self.compile_micros.fetch_add(obj.compile_time.as_micros() as u64, Ordering::Relaxed);
         metrics::counter!("jit_compiled_total").increment(1);
         metrics::histogram!("jit_compile_seconds").record(obj.compile_time.as_secs_f64());
-        if let Some(path) = self.aot_path(job.hash, job.spec) {
-            if let Err(err) = write_atomic(&path, &obj.bytes) {
-                tracing::warn!(path = %path.display(), %err, "JIT AOT cache write failed");
-            }
+        if let Some(path) = self.aot_path(job.hash, job.spec)
+            && let Err(err) = write_atomic(&path, &obj.bytes)
+        {
+            tracing::warn!(path = %path.display(), %err, "JIT AOT cache write failed");
         }
         Ok(Arc::new(Compiled {
             loaded,
@@ -439,7 +429,7 @@ impl JitRuntime {
                 .file_name()
                 .to_str()
                 .and_then(|s| s.parse::<u8>().ok())
-                .and_then(|n| SpecId::try_from_u8(n))
+                .and_then(SpecId::try_from_u8)
             else {
                 continue;
             };

@@ -83,9 +83,8 @@ pub fn build<'ctx>(
     b.position_at_end(entry);
     let ctx = func.get_nth_param(0).expect("one parameter").into_pointer_value();
     let target_var = b.build_alloca(i256, "target")?;
-    let blocks = (0..analysis.blocks.len())
-        .map(|i| cx.append_basic_block(func, &format!("b{i}")))
-        .collect();
+    let blocks =
+        (0..analysis.blocks.len()).map(|i| cx.append_basic_block(func, &format!("b{i}"))).collect();
     let dispatch = cx.append_basic_block(func, "dispatch");
     let generic_ty = i8.fn_type(&[ptr.into(), i8.into(), i64.into()], false);
     let arith_ty = cx.void_type().fn_type(&[i8.into(), ptr.into()], false);
@@ -253,9 +252,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     fn cur_len(&self) -> Result<IntValue<'ctx>, CodegenError> {
-        Ok(self
-            .b
-            .build_int_add(self.len_base, self.i64.const_int(self.off as u64, true), "len")?)
+        Ok(self.b.build_int_add(self.len_base, self.i64.const_int(self.off as u64, true), "len")?)
     }
 
     /// Writes gas and stack length to the context at a block exit. The accesses are volatile
@@ -567,12 +564,19 @@ impl<'ctx> Gen<'_, 'ctx> {
                 let shc = b.build_select(inr, sh, self.i256.const_zero(), "")?.into_int_value();
                 let (v, far) = match op {
                     opcode::SHL => (b.build_left_shift(x, shc, "")?, self.i256.const_zero()),
-                    opcode::SHR => (b.build_right_shift(x, shc, false, "")?, self.i256.const_zero()),
+                    opcode::SHR => {
+                        (b.build_right_shift(x, shc, false, "")?, self.i256.const_zero())
+                    }
                     _ => {
                         let neg =
                             b.build_int_compare(IntPredicate::SLT, x, self.i256.const_zero(), "")?;
                         let far = b
-                            .build_select(neg, self.i256.const_all_ones(), self.i256.const_zero(), "")?
+                            .build_select(
+                                neg,
+                                self.i256.const_all_ones(),
+                                self.i256.const_zero(),
+                                "",
+                            )?
                             .into_int_value();
                         (b.build_right_shift(x, shc, true, "")?, far)
                     }

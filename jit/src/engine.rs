@@ -75,7 +75,9 @@ impl OptLevel {
     fn pipeline(self) -> &'static str {
         match self {
             OptLevel::O0 => "default<O0>",
-            OptLevel::O1 => "function(sroa,early-cse,simplifycfg,instcombine<no-verify-fixpoint>,dse)",
+            OptLevel::O1 => {
+                "function(sroa,early-cse,simplifycfg,instcombine<no-verify-fixpoint>,dse)"
+            }
             OptLevel::O2 => {
                 "function(sroa,early-cse,simplifycfg,instcombine<no-verify-fixpoint>,gvn,dse,simplifycfg)"
             }
@@ -137,8 +139,8 @@ fn target_machine(opt: OptLevel) -> Result<TargetMachine, EngineError> {
         }
         Target::initialize_native(&InitializationConfig::default())
     })
-        .clone()
-        .map_err(EngineError::Target)?;
+    .clone()
+    .map_err(EngineError::Target)?;
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple).map_err(|e| EngineError::Target(e.to_string()))?;
     let (cpu, features) = host_cpu();
@@ -337,10 +339,7 @@ fn lljit() -> Result<&'static Mutex<Jit>, EngineError> {
                 return Err(e);
             }
             LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j), generator);
-            let _ = JIT.set(Mutex::new(Jit {
-                lljit: j,
-                loaded: HashMap::new(),
-            }));
+            let _ = JIT.set(Mutex::new(Jit { lljit: j, loaded: HashMap::new() }));
         }
         Ok(())
     })

@@ -10,21 +10,20 @@
 use crate::cache::{Compiled, JitRuntime};
 use crate::runtime::{JitCtx, helper_table, refresh_memory, result_from_status};
 use revm::context::{ContextSetters, ContextTr, JournalTr};
+use revm::context_interface::FrameStack;
 use revm::context_interface::result::{
     EVMError, ExecResultAndState, ExecutionResult, HaltReason, InvalidTransaction,
 };
-use revm::context_interface::FrameStack;
-use revm::{Database, DatabaseCommit};
 use revm::handler::evm::{ContextDbError, FrameInitResult, FrameTr};
 use revm::handler::instructions::EthInstructions;
 use revm::handler::{
-    EthFrame, EthPrecompiles, EvmTr, FrameInitOrResult, Handler, MainnetEvm,
-    MainnetHandler,
+    EthFrame, EthPrecompiles, EvmTr, FrameInitOrResult, Handler, MainnetEvm, MainnetHandler,
 };
 use revm::interpreter::interpreter::EthInterpreter;
 use revm::interpreter::interpreter_types::{Jumps, LoopControl, RuntimeFlag};
 use revm::interpreter::{FrameInput, Host, InstructionTable, Interpreter, InterpreterAction};
 use revm::state::EvmState;
+use revm::{Database, DatabaseCommit};
 use revm::{ExecuteCommitEvm, ExecuteEvm};
 use std::sync::Arc;
 
@@ -39,11 +38,7 @@ pub struct JitEvm<CTX: ContextTr + Host> {
 impl<CTX: ContextTr + Host> JitEvm<CTX> {
     /// Wraps `inner`, using compiled code from `rt`.
     pub fn new(inner: MainnetEvm<CTX>, rt: Arc<JitRuntime>) -> Self {
-        JitEvm {
-            inner,
-            rt,
-            pinned: Vec::new(),
-        }
+        JitEvm { inner, rt, pinned: Vec::new() }
     }
 
     /// The runtime it uses.
@@ -101,12 +96,7 @@ where
 
     fn all(
         &self,
-    ) -> (
-        &Self::Context,
-        &Self::Instructions,
-        &Self::Precompiles,
-        &FrameStack<Self::Frame>,
-    ) {
+    ) -> (&Self::Context, &Self::Instructions, &Self::Precompiles, &FrameStack<Self::Frame>) {
         self.inner.all()
     }
 
@@ -173,12 +163,12 @@ where
         &mut self,
         result: <Self::Frame as FrameTr>::FrameResult,
     ) -> Result<Option<<Self::Frame as FrameTr>::FrameResult>, ContextDbError<Self::Context>> {
-        if let Some(depth) = self.inner.frame_stack.index() {
-            if self.inner.frame_stack.get().is_finished() {
-                if let Some(p) = self.pinned.get_mut(depth) {
-                    *p = None;
-                }
-            }
+        // The finished frame is popped below: release its code.
+        if let Some(depth) = self.inner.frame_stack.index()
+            && self.inner.frame_stack.get().is_finished()
+            && let Some(p) = self.pinned.get_mut(depth)
+        {
+            *p = None;
         }
         self.inner.frame_return_result(result)
     }
@@ -226,12 +216,10 @@ where
 
 impl<CTX> ExecuteCommitEvm for JitEvm<CTX>
 where
-    CTX: ContextTr<Journal: JournalTr<State = EvmState>, Db: DatabaseCommit>
-        + ContextSetters
-        + Host,
+    CTX:
+        ContextTr<Journal: JournalTr<State = EvmState>, Db: DatabaseCommit> + ContextSetters + Host,
 {
     fn commit(&mut self, state: Self::State) {
         self.inner.ctx.db_mut().commit(state);
     }
 }
-

@@ -3,11 +3,11 @@
 //! Results equal the interpreter's bit for bit. It owns no state and no threads of the sequencer.
 
 pub mod analysis;
+pub mod cache;
 pub mod codegen;
 pub mod engine;
-pub mod runtime;
-pub mod cache;
 pub mod evm;
+pub mod runtime;
 
 pub use cache::{Compiled, Fallback, JitConfig, JitRuntime, JitStats};
 pub use engine::OptLevel;

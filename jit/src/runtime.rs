@@ -141,10 +141,7 @@ pub(crate) unsafe extern "C" fn generic<H: Host>(ctx: *mut JitCtx, op: u8, pc: u
     interp.bytecode.absolute_jump(pc as usize + 1);
     let host = unsafe { &mut *(ctx.host as *mut H) };
     let table = unsafe { &*(ctx.table as *const InstructionTable<EthInterpreter, H>) };
-    let result = table[op as usize].execute(InstructionContext {
-        interpreter: &mut *interp,
-        host,
-    });
+    let result = table[op as usize].execute(InstructionContext { interpreter: &mut *interp, host });
     ctx.stack_len = interp.stack.len() as u64;
     ctx.gas = interp.gas.remaining();
     unsafe { refresh_memory(ctx) };

@@ -65,19 +65,26 @@ fn jumps_static_dynamic_and_invalid() {
 fn loops_memory_and_calldata() {
     // sum 1..=100 in a loop, result in memory, returned
     check(
-        "6000606460005b8115601a57818101906001900390600456 5b60005260206000f3".replace(' ', "").as_str(),
+        "6000606460005b8115601a57818101906001900390600456 5b60005260206000f3"
+            .replace(' ', "")
+            .as_str(),
         "",
         1_000_000,
     );
     // copy calldata to memory, keccak it, return the hash
-    check("366000600037366000206000526020 6000f3".replace(' ', "").as_str(), "deadbeef0102", 100_000);
+    check(
+        "366000600037366000206000526020 6000f3".replace(' ', "").as_str(),
+        "deadbeef0102",
+        100_000,
+    );
     // MSTORE8 and MLOAD past memory end (expansion through the slow path), MSIZE
     check("60ff6040536000516020526059516040525960605260806000f3", "", 100_000);
 }
 
 #[test]
 fn out_of_gas_everywhere() {
-    let code = "6000606460005b8115601a57818101906001900390600456 5b60005260206000f3".replace(' ', "");
+    let code =
+        "6000606460005b8115601a57818101906001900390600456 5b60005260206000f3".replace(' ', "");
     for gas in [21_000, 21_005, 21_010, 21_050, 21_200, 21_500, 22_000, 23_000] {
         check(&code, "", gas);
     }

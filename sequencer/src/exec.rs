@@ -199,8 +199,7 @@ pub(crate) fn execute_sequential<H: BlockHashes>(
     out: &mut BatchOutcome,
     jit: &Arc<jit::JitRuntime>,
 ) -> usize {
-    let mut evm =
-        new_jit_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec), jit);
+    let mut evm = new_jit_evm(overlay, rules.spec, rules.chain_id, env.block_env(rules.spec), jit);
     for (i, tx) in txs.iter().enumerate() {
         if tx.gas_limit() > *gas_left {
             out.deferred.push(tx.clone());

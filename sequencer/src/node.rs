@@ -906,6 +906,27 @@ impl Builder {
     }
 }
 
+/// Starts the JIT runtime of `[jit]`: its AOT cache in `<datadir>/jit` unless `jit.aot_dir`
+/// says otherwise, its compile threads on the plan's JIT cores when the plan pins.
+fn start_jit(
+    section: &jit::JitConfig,
+    datadir: &std::path::Path,
+    placement: &Placement,
+) -> Arc<jit::JitRuntime> {
+    if !section.enabled {
+        return jit::JitRuntime::disabled();
+    }
+    let mut cfg = section.clone();
+    cfg.aot_dir.get_or_insert_with(|| datadir.join("jit"));
+    let cpus = placement
+        .plan
+        .as_ref()
+        .filter(|_| placement.pin)
+        .map(|p| p.jit.clone())
+        .filter(|c| !c.is_empty());
+    jit::JitRuntime::start(cfg, cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use alloy_consensus::TxEip1559;
@@ -951,25 +972,4 @@ mod tests {
         assert_eq!(again.state.account(&crate::dev::DEV_ACCOUNTS[0].0).unwrap().nonce, 1);
         again.shutdown();
     }
-}
-
-/// Starts the JIT runtime of `[jit]`: its AOT cache in `<datadir>/jit` unless `jit.aot_dir`
-/// says otherwise, its compile threads on the plan's JIT cores when the plan pins.
-fn start_jit(
-    section: &jit::JitConfig,
-    datadir: &std::path::Path,
-    placement: &Placement,
-) -> Arc<jit::JitRuntime> {
-    if !section.enabled {
-        return jit::JitRuntime::disabled();
-    }
-    let mut cfg = section.clone();
-    cfg.aot_dir.get_or_insert_with(|| datadir.join("jit"));
-    let cpus = placement
-        .plan
-        .as_ref()
-        .filter(|_| placement.pin)
-        .map(|p| p.jit.clone())
-        .filter(|c| !c.is_empty());
-    jit::JitRuntime::start(cfg, cpus)
 }

@@ -54,7 +54,9 @@ use revm::{
 };
 
 use crate::{
-    exec::{BatchOutcome, BlockEnvParams, ChainRules, TxOutcome, execution_error_message, new_jit_evm},
+    exec::{
+        BatchOutcome, BlockEnvParams, ChainRules, TxOutcome, execution_error_message, new_jit_evm,
+    },
     tx::PooledTx,
 };
 
