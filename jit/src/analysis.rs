@@ -4,9 +4,9 @@
 //! code reads zeros for the missing bytes (revm pads legacy code with zeros), and a JUMPDEST
 //! byte inside PUSH data is not a jump target.
 //!
-//! A block starts at pc 0, at every JUMPDEST, after every JUMP, JUMPI and terminator, and after
+//! A block starts at pc 0, at every JUMPDEST, after every JUMP, JUMPI and terminator, after
 //! every CALL-family or CREATE-family instruction (the frame resumes there after the child
-//! frame). Within a block the stack bounds are checked once at entry (`needed`, `max_growth`).
+//! frame), and after [`MAX_BLOCK_INSTS`] instructions of straight-line code. Within a block the stack bounds are checked once at entry (`needed`, `max_growth`).
 //! Static gas is charged per segment: a segment ends after any instruction that observes the
 //! remaining gas or can leave the frame (GAS and every instruction run by a runtime helper), so
 //! what each of them sees equals what the interpreter would show.
@@ -82,6 +82,11 @@ pub struct Analysis {
     /// The code length in bytes.
     pub code_len: usize,
 }
+
+/// Longest block: longer straight-line code is cut into blocks of this many instructions.
+/// LLVM's optimisation of one basic block grows faster than linearly with its length (a
+/// 24 KB straight-line contract took 36 s at 12 000 instructions in one block).
+pub const MAX_BLOCK_INSTS: usize = 128;
 
 /// Instructions that suspend the frame for a child frame.
 pub fn suspends(op: u8) -> bool {
@@ -193,7 +198,16 @@ pub fn decode(code: &[u8], spec: SpecId) -> Vec<Inst> {
             imm = U256::from_be_bytes(word);
             next = pc + 1 + n;
         }
-        insts.push(Inst { pc, op, imm, lowering: lowering(op, spec) });
+        let mut lowering = lowering(op, spec);
+        // SIGNEXTEND of a pushed byte index folds to two constant shifts; of a computed one
+        // LLVM emits i256 variable-shift networks (measured 3.4 MB of code for 12 000 of them,
+        // 3x slower than the helper), so that case stays a helper call.
+        let after_push =
+            insts.last().is_some_and(|p: &Inst| (opcode::PUSH0..=opcode::PUSH32).contains(&p.op));
+        if op == opcode::SIGNEXTEND && after_push {
+            lowering = Lowering::Native;
+        }
+        insts.push(Inst { pc, op, imm, lowering });
         pc = next;
     }
     insts
@@ -217,7 +231,7 @@ pub fn analyse(code: &[u8], spec: SpecId, gas_table: &GasTable) -> Analysis {
             if terminates(op) || op == opcode::JUMPI || suspends(op) {
                 break;
             }
-            if insts[end].op == opcode::JUMPDEST {
+            if insts[end].op == opcode::JUMPDEST || end - start >= MAX_BLOCK_INSTS {
                 break;
             }
         }
@@ -267,7 +281,34 @@ fn block(
     }
 }
 
+/// Most jump targets a contract may have to be compiled.
+pub const MAX_JUMP_TARGETS: usize = 8192;
+
+/// Largest [`Analysis::cost`] the runtime compiles. snailtracer (17.7 KB of code, about 7 s
+/// to compile on one core here) costs 120 000; 20 KB of back-to-back MLOADs cost 278 000 and
+/// would hold a compile thread for 14 s.
+pub const MAX_COST: u64 = 150_000;
+
 impl Analysis {
+    /// An estimate of compile time in units of one natively lowered instruction (about
+    /// 50 µs here): a call to a runtime helper counts 8, a memory access with its fast and
+    /// slow paths 64 (measured: they dominate the compile time of contracts heavy in them).
+    pub fn cost(&self) -> u64 {
+        self.insts
+            .iter()
+            .map(|i| match (i.lowering, i.op) {
+                (Lowering::Native, opcode::MLOAD | opcode::MSTORE | opcode::MSTORE8) => 64,
+                (Lowering::Native, _) => 1,
+                _ => 8,
+            })
+            .sum()
+    }
+
+    /// Jump targets (valid JUMPDESTs).
+    pub fn jump_targets(&self) -> usize {
+        self.blocks.iter().filter(|b| b.jumpdest).count()
+    }
+
     /// The block that starts at `pc`, if any.
     pub fn block_at(&self, pc: usize) -> Option<usize> {
         self.blocks.binary_search_by_key(&pc, |b| self.insts[b.start].pc).ok()

@@ -78,6 +78,24 @@ pub struct Compiled {
     /// Time to compile it (zero when loaded from the AOT cache).
     pub compile_time: Duration,
     last_used: AtomicU64,
+    /// Median interpreter time of one run segment before it was compiled (ns; 0 = unknown,
+    /// then no trial is made).
+    interp_median_ns: u64,
+    trial: Mutex<Vec<u64>>,
+    trial_n: AtomicU64,
+}
+
+/// Run segments (a frame's run between suspensions) timed on each side before the runtime
+/// decides whether compiled code is faster than the interpreter for a contract.
+pub const TRIAL_SEGMENTS: u64 = 32;
+
+/// What to run a frame with.
+pub struct Lookup {
+    /// Compiled code, or `None` for the interpreter.
+    pub code: Option<Arc<Compiled>>,
+    /// Time this frame's run segments and report them ([`JitRuntime::record`]): the contract
+    /// is in its interpreter sampling phase or its compiled trial.
+    pub sample: bool,
 }
 
 impl Compiled {
@@ -100,8 +118,13 @@ pub enum Fallback {
     Fork,
     /// The code is larger than [`MAX_CODE_BYTES`].
     TooLarge,
+    /// Compiling it would take too long: more than `analysis::MAX_JUMP_TARGETS` jump targets
+    /// or a cost above `analysis::MAX_COST` (crafted code must not hold a compile thread).
+    TooComplex,
     /// The frame runs EOF or EIP-7702 designator bytes, not legacy code.
     NotLegacy,
+    /// Its compiled code ran no faster than the interpreter in the trial.
+    NotFaster,
     /// Compilation or loading failed (logged with the reason).
     Error,
 }
@@ -112,7 +135,9 @@ impl Fallback {
         match self {
             Fallback::Fork => "fork",
             Fallback::TooLarge => "too_large",
+            Fallback::TooComplex => "too_complex",
             Fallback::NotLegacy => "not_legacy",
+            Fallback::NotFaster => "not_faster",
             Fallback::Error => "error",
         }
     }
@@ -172,6 +197,9 @@ pub struct JitRuntime {
     frames_compiled: AtomicU64,
     frames_interpreted: AtomicU64,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Interpreter times of run segments per contract while it is cold (ns, at most
+    /// [`TRIAL_SEGMENTS`]).
+    samples: Mutex<HashMap<(B256, SpecId), Vec<u64>>>,
 }
 
 impl JitRuntime {
@@ -195,6 +223,7 @@ impl JitRuntime {
             frames_compiled: AtomicU64::new(0),
             frames_interpreted: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
+            samples: Mutex::new(HashMap::new()),
         });
         if !rt.cfg.enabled {
             return rt;
@@ -248,9 +277,70 @@ impl JitRuntime {
         &self.cfg
     }
 
-    /// Compiled code for a call frame about to run `code`, or `None` to interpret it. Counts the
-    /// call and queues (or, in blocking mode, compiles) the contract once it is hot.
-    pub fn lookup(&self, hash: B256, spec: SpecId, code: &[u8]) -> Option<Arc<Compiled>> {
+    /// What to run a call frame of `code` with. Counts the call and queues (or, in blocking
+    /// mode, compiles) the contract once it is hot.
+    pub fn lookup(&self, hash: B256, spec: SpecId, code: &[u8]) -> Lookup {
+        let compiled = self.lookup_code(hash, spec, code);
+        let sample = match &compiled {
+            Some(c) => c.interp_median_ns > 0 && c.trial_n.load(Ordering::Relaxed) < TRIAL_SEGMENTS,
+            None => {
+                self.cfg.enabled
+                    && self.cfg.hot_threshold > 0
+                    && matches!(self.map.read().get(&(hash, spec)), Some(Entry::Cold(_)))
+            }
+        };
+        Lookup { code: compiled, sample }
+    }
+
+    /// Reports the time of one run segment of a frame that [`JitRuntime::lookup`] asked to
+    /// sample. After [`TRIAL_SEGMENTS`] compiled segments, code that was not faster than the
+    /// interpreter's mean is dropped and the contract is interpreted from then on.
+    pub fn record(&self, hash: B256, spec: SpecId, compiled: Option<&Arc<Compiled>>, ns: u64) {
+        let Some(c) = compiled else {
+            let mut samples = self.samples.lock();
+            let s = samples.entry((hash, spec)).or_default();
+            if (s.len() as u64) < TRIAL_SEGMENTS {
+                s.push(ns);
+            }
+            return;
+        };
+        if c.interp_median_ns == 0 {
+            return;
+        }
+        let mean = {
+            let mut trial = c.trial.lock();
+            if trial.len() as u64 >= TRIAL_SEGMENTS {
+                return;
+            }
+            trial.push(ns);
+            c.trial_n.store(trial.len() as u64, Ordering::Relaxed);
+            if (trial.len() as u64) < TRIAL_SEGMENTS {
+                return;
+            }
+            // Medians: the first runs of fresh code fault its pages in.
+            median(&mut trial)
+        };
+        if mean < c.interp_median_ns {
+            tracing::debug!(%hash, mean, interp = c.interp_median_ns, "JIT code is faster; kept");
+            return;
+        }
+        tracing::info!(%hash, mean, interp = c.interp_median_ns, "JIT code no faster than the interpreter; declined");
+        metrics::counter!("jit_declined_total", "reason" => Fallback::NotFaster.as_str())
+            .increment(1);
+        let mut map = self.map.write();
+        if let Some(Entry::Ready(cur)) = map.get(&(hash, spec))
+            && Arc::ptr_eq(cur, c)
+        {
+            map.insert((hash, spec), Entry::Declined(Fallback::NotFaster));
+            self.bytes.fetch_sub(c.code_bytes(), Ordering::Relaxed);
+            // A restart must not load it unjudged from the AOT cache.
+            if let Some(path) = self.aot_path(hash, spec) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    fn lookup_code(&self, hash: B256, spec: SpecId, code: &[u8]) -> Option<Arc<Compiled>> {
         if !self.cfg.enabled {
             return None;
         }
@@ -271,6 +361,12 @@ impl JitRuntime {
                 self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
                 self.frames_compiled.fetch_add(1, Ordering::Relaxed);
                 return Some(c.clone());
+            }
+            Entry::Queued if self.cfg.blocking => {
+                // Another frame is compiling it: in blocking mode, wait for its result.
+                drop(map);
+                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
+                return self.wait_for(hash, spec);
             }
             Entry::Queued | Entry::Declined(_) => return None,
             Entry::Cold(n) => {
@@ -299,6 +395,38 @@ impl JitRuntime {
             self.queue.jobs.lock().push_back(job);
             self.queue.ready.notify_one();
             None
+        }
+    }
+
+    /// Median interpreter time per run segment recorded while the contract was cold (0: too
+    /// few samples).
+    fn interp_median(&self, hash: B256, spec: SpecId) -> u64 {
+        match self.samples.lock().remove(&(hash, spec)) {
+            Some(mut v)
+                if !v.is_empty()
+                    && v.len() as u64 >= TRIAL_SEGMENTS.min(u64::from(self.cfg.hot_threshold)) =>
+            {
+                median(&mut v)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Waits until a queued contract is compiled or declined (blocking mode).
+    fn wait_for(&self, hash: B256, spec: SpecId) -> Option<Arc<Compiled>> {
+        loop {
+            match self.map.read().get(&(hash, spec)) {
+                Some(Entry::Ready(c)) => {
+                    self.frames_compiled.fetch_add(1, Ordering::Relaxed);
+                    return Some(c.clone());
+                }
+                Some(Entry::Queued) => {}
+                _ => {
+                    self.frames_interpreted.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(50));
         }
     }
 
@@ -350,6 +478,9 @@ impl JitRuntime {
             spec: job.spec,
             compile_time: obj.compile_time,
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+            interp_median_ns: self.interp_median(job.hash, job.spec),
+            trial: Mutex::new(Vec::new()),
+            trial_n: AtomicU64::new(0),
         }))
     }
 
@@ -410,6 +541,9 @@ impl JitRuntime {
                     spec,
                     compile_time: Duration::ZERO,
                     last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+                    interp_median_ns: self.interp_median(hash, spec),
+                    trial: Mutex::new(Vec::new()),
+                    trial_n: AtomicU64::new(0),
                 }))
             }
             Err(err) => {
@@ -526,6 +660,11 @@ fn decline(spec: SpecId, code: &[u8]) -> Option<Fallback> {
     if code.len() > MAX_CODE_BYTES {
         return Some(Fallback::TooLarge);
     }
+    let a = analyse(code, spec, &gas_table_spec(spec));
+    if a.jump_targets() > crate::analysis::MAX_JUMP_TARGETS || a.cost() > crate::analysis::MAX_COST
+    {
+        return Some(Fallback::TooComplex);
+    }
     None
 }
 
@@ -548,6 +687,11 @@ fn compile_loop(rt: &std::sync::Weak<JitRuntime>, queue: &Queue) {
     }
 }
 
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
 fn hex_str(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -564,4 +708,62 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The static analysis of `code` (for `jit compile` and tests).
 pub fn analysis_of(code: &[u8], spec: SpecId) -> crate::analysis::Analysis {
     analyse(code, spec, &gas_table_spec(spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds synthetic segment times (no clock involved) and checks the verdict.
+    fn trial(interp_ns: u64, compiled_ns: u64) -> (Arc<JitRuntime>, B256) {
+        let cfg = JitConfig { hot_threshold: 32, blocking: true, ..JitConfig::default() };
+        let rt = JitRuntime::start(cfg, None);
+        // A loop, distinct per call so that each runtime compiles its own copy.
+        let code = [
+            0x60,
+            (interp_ns % 200) as u8,
+            0x5b,
+            0x60,
+            0x01,
+            0x90,
+            0x03,
+            0x80,
+            0x60,
+            0x02,
+            0x57,
+            0x00,
+        ];
+        let hash = keccak256(code);
+        let spec = SpecId::CANCUN;
+        for _ in 0..32 {
+            let l = rt.lookup(hash, spec, &code);
+            assert!(l.code.is_none() && l.sample, "cold: interpreted and sampled");
+            rt.record(hash, spec, None, interp_ns);
+        }
+        let l = rt.lookup(hash, spec, &code);
+        let c = l.code.expect("compiled once hot");
+        assert!(l.sample, "the compiled trial is sampled");
+        for _ in 0..TRIAL_SEGMENTS {
+            rt.record(hash, spec, Some(&c), compiled_ns);
+        }
+        (rt, hash)
+    }
+
+    #[test]
+    fn compiled_code_slower_than_the_interpreter_is_declined() {
+        let (rt, hash) = trial(100, 150);
+        assert!(rt.ready(hash, SpecId::CANCUN).is_none());
+        assert_eq!(rt.stats().declined, vec![(Fallback::NotFaster, 1)]);
+        let l = rt.lookup(hash, SpecId::CANCUN, &[]);
+        assert!(l.code.is_none() && !l.sample, "interpreted from then on, unsampled");
+    }
+
+    #[test]
+    fn faster_compiled_code_is_kept_and_no_longer_sampled() {
+        let (rt, hash) = trial(101, 40);
+        assert!(rt.ready(hash, SpecId::CANCUN).is_some());
+        assert!(rt.stats().declined.is_empty());
+        let l = rt.lookup(hash, SpecId::CANCUN, &[]);
+        assert!(l.code.is_some() && !l.sample);
+    }
 }

@@ -555,6 +555,26 @@ impl<'ctx> Gen<'_, 'ctx> {
                 let r = b.build_select(inb, v, self.i256.const_zero(), "")?.into_int_value();
                 self.poke(0, r)?;
             }
+            opcode::SIGNEXTEND => {
+                // ext < 31: keep bits 0..=8*ext+7 and fill above with bit 8*ext+7; else x.
+                let ext = self.pop()?;
+                let x = self.peek(0)?;
+                let b = &self.b;
+                let n31 = self.i256.const_int(31, false);
+                let inr = b.build_int_compare(IntPredicate::ULT, ext, n31, "")?;
+                let e = b.build_select(inr, ext, self.i256.const_zero(), "")?.into_int_value();
+                let bit = b.build_int_add(
+                    b.build_int_mul(e, self.i256.const_int(8, false), "")?,
+                    self.i256.const_int(7, false),
+                    "",
+                )?;
+                // Shift the sign bit to the top, then arithmetic-shift back down.
+                let up = b.build_int_sub(self.i256.const_int(255, false), bit, "")?;
+                let shifted = b.build_left_shift(x, up, "")?;
+                let extended = b.build_right_shift(shifted, up, true, "")?;
+                let r = b.build_select(inr, extended, x, "")?.into_int_value();
+                self.poke(0, r)?;
+            }
             opcode::SHL | opcode::SHR | opcode::SAR => {
                 let sh = self.pop()?;
                 let x = self.peek(0)?;

@@ -22,10 +22,13 @@ use revm::handler::{
 use revm::interpreter::interpreter::EthInterpreter;
 use revm::interpreter::interpreter_types::{Jumps, LoopControl, RuntimeFlag};
 use revm::interpreter::{FrameInput, Host, InstructionTable, Interpreter, InterpreterAction};
+use revm::primitives::B256;
+use revm::primitives::hardfork::SpecId;
 use revm::state::EvmState;
 use revm::{Database, DatabaseCommit};
 use revm::{ExecuteCommitEvm, ExecuteEvm};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// revm's mainnet EVM with the JIT.
 pub struct JitEvm<CTX: ContextTr + Host> {
@@ -33,12 +36,14 @@ pub struct JitEvm<CTX: ContextTr + Host> {
     pub inner: MainnetEvm<CTX>,
     rt: Arc<JitRuntime>,
     pinned: Vec<Option<Arc<Compiled>>>,
+    /// Per frame depth: the contract whose run segments are being timed, if any.
+    sampled: Vec<Option<(B256, SpecId)>>,
 }
 
 impl<CTX: ContextTr + Host> JitEvm<CTX> {
     /// Wraps `inner`, using compiled code from `rt`.
     pub fn new(inner: MainnetEvm<CTX>, rt: Arc<JitRuntime>) -> Self {
-        JitEvm { inner, rt, pinned: Vec::new() }
+        JitEvm { inner, rt, pinned: Vec::new(), sampled: Vec::new() }
     }
 
     /// The runtime it uses.
@@ -124,39 +129,48 @@ where
         };
         if self.pinned.len() <= depth {
             self.pinned.resize(depth + 1, None);
+            self.sampled.resize(depth + 1, None);
         }
-        let compiled = {
+        let (compiled, sampled) = {
             let frame = self.inner.frame_stack.get();
             let interp = &frame.interpreter;
             if interp.bytecode.pc() == 0 {
                 // A fresh frame (a resumed one is past its CALL): choose its engine now.
                 let is_call = matches!(frame.input, FrameInput::Call(_));
-                let chosen = match interp.bytecode.hash() {
-                    Some(hash) if is_call && interp.bytecode.is_legacy() => self.rt.lookup(
-                        hash,
-                        interp.runtime_flag.spec_id(),
-                        interp.bytecode.original_byte_slice(),
-                    ),
-                    _ => None,
+                let (chosen, sampled) = match interp.bytecode.hash() {
+                    Some(hash) if is_call && interp.bytecode.is_legacy() => {
+                        let spec = interp.runtime_flag.spec_id();
+                        let l = self.rt.lookup(hash, spec, interp.bytecode.original_byte_slice());
+                        (l.code, l.sample.then_some((hash, spec)))
+                    }
+                    _ => (None, None),
                 };
                 self.pinned[depth] = chosen.clone();
-                chosen
+                self.sampled[depth] = sampled;
+                (chosen, sampled)
             } else {
-                self.pinned[depth].clone()
+                (self.pinned[depth].clone(), self.sampled[depth])
             }
         };
-        let Some(c) = compiled else {
-            return self.inner.frame_run();
-        };
-        let frame = self.inner.frame_stack.get();
-        let ctx = &mut self.inner.ctx;
-        let table = self.inner.instruction.instruction_table();
-        let action = run_compiled(&c, &mut frame.interpreter, ctx, table);
-        frame.process_next_action(ctx, action).inspect(|i| {
-            if i.is_result() {
-                frame.set_finished(true);
+        let started = sampled.map(|_| Instant::now());
+        let out = match &compiled {
+            None => self.inner.frame_run(),
+            Some(c) => {
+                let frame = self.inner.frame_stack.get();
+                let ctx = &mut self.inner.ctx;
+                let table = self.inner.instruction.instruction_table();
+                let action = run_compiled(c, &mut frame.interpreter, ctx, table);
+                frame.process_next_action(ctx, action).inspect(|i| {
+                    if i.is_result() {
+                        frame.set_finished(true);
+                    }
+                })
             }
-        })
+        };
+        if let (Some(t), Some((hash, spec))) = (started, sampled) {
+            self.rt.record(hash, spec, compiled.as_ref(), t.elapsed().as_nanos() as u64);
+        }
+        out
     }
 
     fn frame_return_result(
@@ -169,6 +183,7 @@ where
             && let Some(p) = self.pinned.get_mut(depth)
         {
             *p = None;
+            self.sampled[depth] = None;
         }
         self.inner.frame_return_result(result)
     }

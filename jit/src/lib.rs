@@ -9,6 +9,6 @@ pub mod engine;
 pub mod evm;
 pub mod runtime;
 
-pub use cache::{Compiled, Fallback, JitConfig, JitRuntime, JitStats};
+pub use cache::{Compiled, Fallback, JitConfig, JitRuntime, JitStats, Lookup};
 pub use engine::OptLevel;
 pub use evm::JitEvm;

@@ -162,10 +162,10 @@ pub(crate) unsafe extern "C" fn arith(op: u8, top: *mut U256) {
         let a = top.read();
         let b = top.sub(1).read();
         let out = match op {
-            opcode::DIV => (top.sub(1), a.checked_div(b).unwrap_or_default()),
-            opcode::SDIV => (top.sub(1), i256_div(a, b)),
-            opcode::MOD => (top.sub(1), a.checked_rem(b).unwrap_or_default()),
-            opcode::SMOD => (top.sub(1), i256_mod(a, b)),
+            opcode::DIV => (top.sub(1), div(a, b)),
+            opcode::SDIV => (top.sub(1), sdiv(a, b)),
+            opcode::MOD => (top.sub(1), rem(a, b)),
+            opcode::SMOD => (top.sub(1), smod(a, b)),
             opcode::ADDMOD => (top.sub(2), a.add_mod(b, top.sub(2).read())),
             opcode::MULMOD => (top.sub(2), a.mul_mod(b, top.sub(2).read())),
             opcode::SIGNEXTEND => (top.sub(1), signextend(a, b)),
@@ -173,6 +173,62 @@ pub(crate) unsafe extern "C" fn arith(op: u8, top: *mut U256) {
             _ => return,
         };
         out.0.write(out.1);
+    }
+}
+
+/// `v` as a u128 when it fits.
+fn small(v: U256) -> Option<u128> {
+    let l = v.as_limbs();
+    (l[2] == 0 && l[3] == 0).then(|| u128::from(l[0]) | (u128::from(l[1]) << 64))
+}
+
+/// Two's-complement sign and magnitude of `v`.
+fn sign_abs(v: U256) -> (bool, U256) {
+    if v.bit(255) { (true, v.wrapping_neg()) } else { (false, v) }
+}
+
+/// DIV: u128 division when both fit (the common case in compiled Solidity), ruint otherwise.
+fn div(a: U256, b: U256) -> U256 {
+    match (small(a), small(b)) {
+        (_, Some(0)) => U256::ZERO,
+        (Some(x), Some(y)) => U256::from(x / y),
+        _ => a.checked_div(b).unwrap_or_default(),
+    }
+}
+
+/// MOD, with the same fast path.
+fn rem(a: U256, b: U256) -> U256 {
+    match (small(a), small(b)) {
+        (_, Some(0)) => U256::ZERO,
+        (Some(x), Some(y)) => U256::from(x % y),
+        _ => a.checked_rem(b).unwrap_or_default(),
+    }
+}
+
+/// SDIV: on magnitudes that fit in u128, else revm's `i256_div` (which also covers
+/// MIN / -1).
+fn sdiv(a: U256, b: U256) -> U256 {
+    let ((na, ma), (nb, mb)) = (sign_abs(a), sign_abs(b));
+    match (small(ma), small(mb)) {
+        (_, Some(0)) => U256::ZERO,
+        (Some(x), Some(y)) => {
+            let q = U256::from(x / y);
+            if na != nb { q.wrapping_neg() } else { q }
+        }
+        _ => i256_div(a, b),
+    }
+}
+
+/// SMOD: the result takes the dividend's sign.
+fn smod(a: U256, b: U256) -> U256 {
+    let ((na, ma), (_, mb)) = (sign_abs(a), sign_abs(b));
+    match (small(ma), small(mb)) {
+        (_, Some(0)) => U256::ZERO,
+        (Some(x), Some(y)) => {
+            let r = U256::from(x % y);
+            if na { r.wrapping_neg() } else { r }
+        }
+        _ => i256_mod(a, b),
     }
 }
 
@@ -219,6 +275,32 @@ mod tests {
             assert_eq!(result_from_status(r as u8), r);
         }
         assert_eq!(result_from_status(0xff), InstructionResult::FatalExternalError);
+    }
+
+    #[test]
+    fn division_fast_paths_match_ruint_and_revm() {
+        let samples = [
+            U256::ZERO,
+            U256::from(1),
+            U256::from(7),
+            U256::from(u64::MAX),
+            U256::from(u128::MAX),
+            U256::from(u128::MAX) + U256::from(1),
+            U256::MAX,
+            U256::MAX - U256::from(6),
+            U256::from(1) << 255,
+            (U256::from(1) << 255) + U256::from(3),
+            U256::from(123_456_789u64).wrapping_neg(),
+            U256::from(u128::MAX).wrapping_neg(),
+        ];
+        for &a in &samples {
+            for &b in &samples {
+                assert_eq!(div(a, b), a.checked_div(b).unwrap_or_default(), "{a} / {b}");
+                assert_eq!(rem(a, b), a.checked_rem(b).unwrap_or_default(), "{a} % {b}");
+                assert_eq!(sdiv(a, b), i256_div(a, b), "{a} sdiv {b}");
+                assert_eq!(smod(a, b), i256_mod(a, b), "{a} smod {b}");
+            }
+        }
     }
 
     #[test]

@@ -93,6 +93,13 @@ fn main() -> ExitCode {
         analysis.blocks.iter().filter(|b| b.jumpdest).count(),
         analysis.blocks.iter().filter(|b| b.resume).count(),
     );
+    println!(
+        "compile cost {} (the runtime compiles up to {}), {} jump targets (up to {})",
+        analysis.cost(),
+        jit::analysis::MAX_COST,
+        analysis.jump_targets(),
+        jit::analysis::MAX_JUMP_TARGETS
+    );
     let emit = match emit {
         None => Emit::Object,
         Some(Show::Ir) => Emit::Ir,
