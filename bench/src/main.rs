@@ -890,8 +890,8 @@ fn print_jit_stats(s: &jit::JitStats) {
         if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) },
     );
     println!(
-        "jit: {} call frames ran compiled code, {} ran in the interpreter (create frames, \
-         precompile-free calls of declined code)",
+        "jit: {} call frames ran compiled code, {} ran in the interpreter (frames of declined \
+         contracts; create frames always do and are not counted)",
         s.frames_compiled, s.frames_interpreted
     );
 }
