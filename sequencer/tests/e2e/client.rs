@@ -278,3 +278,58 @@ async fn a_batch_of_raw_transactions_is_answered_in_order() {
     }
     panic!("batch was not executed");
 }
+
+/// A user's view of the JIT: with `jit.hot_threshold = 0` a deployed token is compiled in the
+/// background on its first call, later calls run compiled code, balances are right, and the
+/// object lands in `<datadir>/jit` for the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_contract_is_compiled_and_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sequencer.toml");
+    std::fs::write(&config, "[jit]\nhot_threshold = 0\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let datadir = dir.path().join("data");
+    let seq = Sequencer::start_in(
+        Some(&datadir),
+        &["--metrics-addr", &metrics_addr, "--config", config.to_str().unwrap()],
+    );
+    let p = seq.wallet_provider(0);
+    let token = deploy_token(&p, U256::from(1_000_000u64)).await;
+    let to = Address::repeat_byte(0x42);
+    for _ in 0..5 {
+        let call = transferCall { to, amount: U256::from(7) };
+        let tx = TransactionRequest::default().with_to(token).with_input(call.abi_encode());
+        let receipt = p.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status());
+    }
+    let mut compiled = false;
+    for _ in 0..100 {
+        let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l.starts_with("jit_compiled_total ") && !l.ends_with(" 0")) {
+            compiled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(compiled, "the token was compiled");
+    // More transfers now run compiled code; the balance counts all of them.
+    for _ in 0..3 {
+        let call = transferCall { to, amount: U256::from(7) };
+        let tx = TransactionRequest::default().with_to(token).with_input(call.abi_encode());
+        assert!(p.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
+    }
+    let call = balanceOfCall { account: to };
+    let out = p
+        .call(TransactionRequest::default().with_to(token).with_input(call.abi_encode()))
+        .await
+        .unwrap();
+    assert_eq!(U256::abi_decode(&out).unwrap(), U256::from(8 * 7));
+    let objects = std::fs::read_dir(datadir.join("jit")).map(|d| d.count()).unwrap_or(0);
+    assert!(objects > 0, "the AOT cache holds the compiled token");
+}
