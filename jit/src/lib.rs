@@ -1,6 +1,16 @@
-//! `jit`: EVM bytecode → LLVM IR → native code for hot contracts, with a code cache keyed by
-//! code hash and hard fork and the revm interpreter as fallback for anything it does not compile.
-//! Results equal the interpreter's bit for bit. It owns no state and no threads of the sequencer.
+//! `jit`: EVM bytecode → LLVM IR → native code for hot contracts, and the runtime that decides
+//! which contracts run compiled. Results equal revm's interpreter bit for bit; anything it does
+//! not compile (or that is no faster compiled) runs in the interpreter.
+//!
+//! - [`analysis`]: instructions, blocks, jump targets, stack bounds, gas segments, compile cost.
+//! - [`codegen`]: the LLVM IR of one contract (inkwell, LLVM 19).
+//! - [`engine`]: optimisation, object emission, and loading into one ORC LLJIT per process.
+//! - [`runtime`]: the frame context compiled code sees and the helpers it calls.
+//! - [`cache`]: hot counters, background compile threads, the code cache with its byte budget,
+//!   the AOT object cache, and the timed trial against the interpreter.
+//! - [`evm`]: [`JitEvm`], revm's mainnet EVM running call frames with compiled code.
+//!
+//! It owns its compile threads and code; no state of the sequencer.
 
 pub mod analysis;
 pub mod cache;
