@@ -24,6 +24,9 @@ pub(crate) struct Sequencer {
     pub(crate) child: Child,
     pub(crate) url: String,
     pub(crate) addr: String,
+    /// The data directory when the test gave none: removed when the test ends. (Dev mode's own
+    /// temporary directory is removed only on a clean stop, and tests kill the process.)
+    _datadir: Option<tempfile::TempDir>,
 }
 
 impl Sequencer {
@@ -42,7 +45,11 @@ impl Sequencer {
         if !extra.contains(&"--metrics-addr") {
             cmd.arg("--no-metrics");
         }
-        if let Some(dir) = datadir {
+        let owned = match datadir {
+            Some(_) => None,
+            None => Some(tempfile::Builder::new().prefix("e2e-").tempdir().expect("temp dir")),
+        };
+        if let Some(dir) = datadir.or(owned.as_ref().map(|d| d.path())) {
             cmd.arg("--datadir").arg(dir);
         }
         let stderr = match log {
@@ -62,7 +69,7 @@ impl Sequencer {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("sequencer did not start");
-        Self { child, url: format!("http://{addr}"), addr }
+        Self { child, url: format!("http://{addr}"), addr, _datadir: owned }
     }
 
     /// SIGKILL, no chance to flush anything.
