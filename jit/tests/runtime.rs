@@ -46,7 +46,9 @@ fn a_contract_is_compiled_in_the_background_once_hot() {
 fn the_aot_cache_makes_a_restart_warm_and_survives_a_damaged_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = JitConfig { aot_dir: Some(dir.path().into()), ..JitConfig::eager() };
-    let c = code(LOOP);
+    // Code no other test compiles: loaded code is shared process-wide by symbol, and a live
+    // copy from a concurrent test would stand in for the damaged file below.
+    let c = code(&LOOP.replace("6064", "6065"));
     let hash = keccak256(&c);
     {
         let rt = JitRuntime::start(cfg.clone(), None);
