@@ -500,14 +500,8 @@ fn parallel(
     min_parallel_gas: u64,
     json: bool,
 ) -> Result<(), String> {
-    let machine = machine::describe();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (machine, command) = machine_and_command(json);
     if !json {
-        println!(
-            "machine: {} ({} CPUs, {} NUMA node(s)), Linux {}, rev {}",
-            machine.cpu, machine.cpus, machine.numa_nodes, machine.kernel, machine.revision
-        );
-        println!("command: {command}");
         println!(
             "{txs} transactions in blocks of {block_txs}, {accounts} accounts; median of {runs} runs; min_parallel_gas {min_parallel_gas}"
         );
@@ -767,6 +761,20 @@ fn statetest(
     if summary.failed.is_empty() && fallback_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// The machine and the exact command, printed first unless the output is JSON.
+fn machine_and_command(json: bool) -> (machine::Machine, String) {
+    let machine = machine::describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !json {
+        println!(
+            "machine: {} ({} CPUs, {} NUMA node(s)), Linux {}, rev {}",
+            machine.cpu, machine.cpus, machine.numa_nodes, machine.kernel, machine.revision
+        );
+        println!("command: {command}");
+    }
+    (machine, command)
+}
+
 /// LLVM optimisation levels on the command line.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum OptArg {
@@ -805,14 +813,8 @@ fn jit_bench(args: &[String], runs: usize, opt: OptArg, json: bool) -> Result<()
     } else {
         args.to_vec()
     };
-    let machine = machine::describe();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (machine, command) = machine_and_command(json);
     if !json {
-        println!(
-            "machine: {} ({} CPUs, {} NUMA node(s)), Linux {}, rev {}",
-            machine.cpu, machine.cpus, machine.numa_nodes, machine.kernel, machine.revision
-        );
-        println!("command: {command}");
         println!("median of {runs} runs per engine, alternating; opt level {opt:?}\n");
         println!(
             "| case | gas | interpreter µs | JIT µs | speed-up | contracts | compile ms | code KiB |"

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest code the runtime compiles (twice EIP-170's limit; larger code is interpreted).
@@ -99,6 +99,11 @@ pub struct Lookup {
 }
 
 impl Compiled {
+    /// Whether its timed trial against the interpreter is still running.
+    fn in_trial(&self) -> bool {
+        self.interp_median_ns > 0 && self.trial_n.load(Ordering::Relaxed) < TRIAL_SEGMENTS
+    }
+
     /// The compiled function.
     pub fn func(&self) -> crate::runtime::CompiledFn {
         self.loaded.func()
@@ -144,7 +149,8 @@ impl Fallback {
 }
 
 enum Entry {
-    Cold(u32),
+    /// Not compiled yet: its calls so far.
+    Cold(AtomicU32),
     Queued,
     Ready(Arc<Compiled>),
     Declined(Fallback),
@@ -278,18 +284,87 @@ impl JitRuntime {
     }
 
     /// What to run a call frame of `code` with. Counts the call and queues (or, in blocking
-    /// mode, compiles) the contract once it is hot.
+    /// mode, compiles) the contract once it is hot. Called for every call frame: compiled,
+    /// declined, queued and cold contracts are answered under the map's read lock (a cold
+    /// contract's count is atomic); the write lock is taken only for a contract's first call
+    /// and when it becomes hot.
     pub fn lookup(&self, hash: B256, spec: SpecId, code: &[u8]) -> Lookup {
-        let compiled = self.lookup_code(hash, spec, code);
-        let sample = match &compiled {
-            Some(c) => c.interp_median_ns > 0 && c.trial_n.load(Ordering::Relaxed) < TRIAL_SEGMENTS,
-            None => {
-                self.cfg.enabled
-                    && self.cfg.hot_threshold > 0
-                    && matches!(self.map.read().get(&(hash, spec)), Some(Entry::Cold(_)))
+        const INTERPRET: Lookup = Lookup { code: None, sample: false };
+        if !self.cfg.enabled {
+            return INTERPRET;
+        }
+        let key = (hash, spec);
+        let sample_cold = self.cfg.hot_threshold > 0;
+        {
+            let map = self.map.read();
+            match map.get(&key) {
+                Some(Entry::Ready(c)) => return self.run_compiled(c),
+                Some(Entry::Declined(_)) => return self.interpret(INTERPRET),
+                Some(Entry::Queued) if !self.cfg.blocking => return self.interpret(INTERPRET),
+                // Cold and still below the threshold; once hot, queued below.
+                Some(Entry::Cold(n))
+                    if n.fetch_add(1, Ordering::Relaxed) < self.cfg.hot_threshold =>
+                {
+                    return self.interpret(Lookup { code: None, sample: sample_cold });
+                }
+                _ => {}
             }
-        };
-        Lookup { code: compiled, sample }
+        }
+        let mut map = self.map.write();
+        let entry = map.entry(key).or_insert_with(|| Entry::Cold(AtomicU32::new(0)));
+        match entry {
+            Entry::Ready(c) => return self.run_compiled(c),
+            Entry::Queued if self.cfg.blocking => {
+                // Another frame is compiling it: in blocking mode, wait for its result.
+                drop(map);
+                let code = self.wait_for(hash, spec);
+                return Lookup { sample: code.as_ref().is_some_and(|c| c.in_trial()), code };
+            }
+            Entry::Queued | Entry::Declined(_) => return self.interpret(INTERPRET),
+            Entry::Cold(n) => {
+                // A first call is counted here; later ones were counted under the read lock.
+                let seen = match n.load(Ordering::Relaxed) {
+                    0 => n.fetch_add(1, Ordering::Relaxed) + 1,
+                    seen => seen,
+                };
+                if seen <= self.cfg.hot_threshold {
+                    return self.interpret(Lookup { code: None, sample: sample_cold });
+                }
+            }
+        }
+        if let Some(reason) = decline(spec, code) {
+            *entry = Entry::Declined(reason);
+            metrics::counter!("jit_declined_total", "reason" => reason.as_str()).increment(1);
+            return self.interpret(INTERPRET);
+        }
+        *entry = Entry::Queued;
+        let job = Job { hash, spec, code: code.to_vec() };
+        drop(map);
+        if self.cfg.blocking {
+            match self.compile_job(job) {
+                Some(c) => self.run_compiled(&c),
+                None => self.interpret(INTERPRET),
+            }
+        } else {
+            self.queue.jobs.lock().push_back(job);
+            self.queue.ready.notify_one();
+            self.interpret(INTERPRET)
+        }
+    }
+
+    /// Counts a frame run by `c` and answers it.
+    fn run_compiled(&self, c: &Arc<Compiled>) -> Lookup {
+        // The clock advances with each contract compiled or loaded: a load, not a shared
+        // increment, on this per-frame path.
+        c.last_used.store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.frames_compiled.fetch_add(1, Ordering::Relaxed);
+        Lookup { sample: c.in_trial(), code: Some(c.clone()) }
+    }
+
+    /// Counts a frame run by the interpreter and answers it.
+    fn interpret(&self, l: Lookup) -> Lookup {
+        self.frames_interpreted.fetch_add(1, Ordering::Relaxed);
+        l
     }
 
     /// Reports the time of one run segment of a frame that [`JitRuntime::lookup`] asked to
@@ -337,64 +412,6 @@ impl JitRuntime {
             if let Some(path) = self.aot_path(hash, spec) {
                 let _ = std::fs::remove_file(path);
             }
-        }
-    }
-
-    fn lookup_code(&self, hash: B256, spec: SpecId, code: &[u8]) -> Option<Arc<Compiled>> {
-        if !self.cfg.enabled {
-            return None;
-        }
-        {
-            let map = self.map.read();
-            if let Some(Entry::Ready(c)) = map.get(&(hash, spec)) {
-                c.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
-                return Some(c.clone());
-            }
-        }
-        self.frames_interpreted.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.map.write();
-        let entry = map.entry((hash, spec)).or_insert(Entry::Cold(0));
-        match entry {
-            Entry::Ready(c) => {
-                // Compiled between the two locks.
-                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
-                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
-                return Some(c.clone());
-            }
-            Entry::Queued if self.cfg.blocking => {
-                // Another frame is compiling it: in blocking mode, wait for its result.
-                drop(map);
-                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
-                return self.wait_for(hash, spec);
-            }
-            Entry::Queued | Entry::Declined(_) => return None,
-            Entry::Cold(n) => {
-                *n = n.saturating_add(1);
-                if *n <= self.cfg.hot_threshold {
-                    return None;
-                }
-            }
-        }
-        if let Some(reason) = decline(spec, code) {
-            *entry = Entry::Declined(reason);
-            metrics::counter!("jit_declined_total", "reason" => reason.as_str()).increment(1);
-            return None;
-        }
-        *entry = Entry::Queued;
-        let job = Job { hash, spec, code: code.to_vec() };
-        drop(map);
-        if self.cfg.blocking {
-            let ready = self.compile_job(job);
-            if ready.is_some() {
-                self.frames_interpreted.fetch_sub(1, Ordering::Relaxed);
-                self.frames_compiled.fetch_add(1, Ordering::Relaxed);
-            }
-            ready
-        } else {
-            self.queue.jobs.lock().push_back(job);
-            self.queue.ready.notify_one();
-            None
         }
     }
 
@@ -506,7 +523,7 @@ impl JitRuntime {
                 break;
             }
             // Frames running this code hold their own handle; it is unloaded when they end.
-            map.insert(key, Entry::Cold(0));
+            map.insert(key, Entry::Cold(AtomicU32::new(0)));
             total -= bytes;
             self.bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.evicted.fetch_add(1, Ordering::Relaxed);

@@ -169,16 +169,7 @@ impl<'ctx> Gen<'_, 'ctx> {
 
     fn entry(&mut self) -> Result<(), CodegenError> {
         let resume = self.load_field(offsets::RESUME_PC, self.i64)?;
-        let cases: Vec<_> = self
-            .a
-            .blocks
-            .iter()
-            .enumerate()
-            .filter(|(_, blk)| blk.resume)
-            .map(|(i, blk)| {
-                (self.i64.const_int(self.a.insts[blk.start].pc as u64, false), self.blocks[i])
-            })
-            .collect();
+        let cases = self.cases_at(self.i64, |blk| blk.resume);
         let bad = self.exit(InstructionResult::FatalExternalError)?;
         let first = self.blocks.first().copied().unwrap_or(bad);
         let mut all = vec![(self.i64.const_zero(), first)];
@@ -699,6 +690,21 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(())
     }
 
+    /// Switch cases (start pc as `ty`, block) for the blocks `which` selects.
+    fn cases_at(
+        &self,
+        ty: IntType<'ctx>,
+        which: impl Fn(&crate::analysis::Block) -> bool,
+    ) -> Vec<(IntValue<'ctx>, BasicBlock<'ctx>)> {
+        self.a
+            .blocks
+            .iter()
+            .zip(&self.blocks)
+            .filter(|(blk, _)| which(blk))
+            .map(|(blk, bb)| (ty.const_int(self.a.insts[blk.start].pc as u64, false), *bb))
+            .collect()
+    }
+
     fn static_target(&self, pc: usize) -> Option<BasicBlock<'ctx>> {
         let i = self.a.block_at(pc)?;
         self.a.blocks[i].jumpdest.then(|| self.blocks[i])
@@ -709,16 +715,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(self.dispatch);
         let t = self.b.build_load(self.i256, self.target_var, "t")?;
         t.as_instruction_value().expect("load").set_alignment(8).ok();
-        let cases: Vec<_> = self
-            .a
-            .blocks
-            .iter()
-            .enumerate()
-            .filter(|(_, blk)| blk.jumpdest)
-            .map(|(i, blk)| {
-                (self.i256.const_int(self.a.insts[blk.start].pc as u64, false), self.blocks[i])
-            })
-            .collect();
+        let cases = self.cases_at(self.i256, |blk| blk.jumpdest);
         self.b.build_switch(t.into_int_value(), invalid, &cases)?;
         Ok(())
     }
