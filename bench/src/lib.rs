@@ -10,6 +10,7 @@ pub mod machine;
 pub mod memory;
 pub mod parallel;
 pub mod report;
+pub mod statesync;
 pub mod statetest;
 pub mod target;
 pub mod workload;

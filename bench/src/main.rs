@@ -160,6 +160,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bytes per transaction of the state-diff stream (memstate's codec) against the RLP of
+    /// the changed accounts and slots, and a full node's decode + apply rate against the
+    /// sequencer's execution, on the same blocks.
+    Statesync {
+        /// Workloads: eth, erc20, amm, amm-hot.
+        #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string()])]
+        workloads: Vec<String>,
+        /// Funded accounts (all known to the receiver: the steady state).
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Transactions per workload.
+        #[arg(long, default_value_t = 1_000_000)]
+        txs: usize,
+        /// Transactions per message: a mini-block at 100k tx/s and the default 10 ms interval.
+        #[arg(long, default_value_t = 1000)]
+        block_txs: usize,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Train the codec's zstd dictionary on these workloads instead (seed + 1000, so that
+        /// measured runs are not the training set, in messages of 10, 100 and `--block-txs`
+        /// transactions) and write it to FILE.
+        #[arg(long, value_name = "FILE")]
+        train_dict: Option<PathBuf>,
+        /// Print one JSON object per result.
+        #[arg(long)]
+        json: bool,
+    },
     /// One page kind of `bench memory` (run by it in a child process).
     #[command(hide = true)]
     MemoryChild {
@@ -218,6 +246,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Statesync { workloads, accounts, txs, block_txs, seed, train_dict, json } => {
+            let result = match train_dict {
+                Some(path) => train_dict_to(&path, &workloads, accounts, txs, block_txs, seed),
+                None => statesync(&workloads, accounts, txs, block_txs.max(1), seed, json),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Parallel {
             threads,
             workloads,
@@ -762,6 +803,115 @@ fn statetest(
 }
 
 /// The machine and the exact command, printed first unless the output is JSON.
+fn sync_workload(
+    name: &str,
+    seed: u64,
+    accounts: usize,
+    txs: usize,
+) -> Result<workload::Prepared, String> {
+    let kind = match name {
+        "eth" => Kind::Eth,
+        "erc20" => Kind::Erc20,
+        "amm" => Kind::Amm,
+        "amm-hot" => Kind::AmmHot,
+        other => return Err(format!("unknown workload {other:?} (eth, erc20, amm, amm-hot)")),
+    };
+    Ok(workload::prepare(kind, seed, accounts, txs))
+}
+
+fn statesync(
+    workloads: &[String],
+    accounts: usize,
+    txs: usize,
+    block_txs: usize,
+    seed: u64,
+    json: bool,
+) -> Result<(), String> {
+    let (machine, command) = machine_and_command(json);
+    if !json {
+        println!(
+            "{txs} transactions per workload in messages of {block_txs}, {accounts} accounts (all known to the receiver)"
+        );
+        println!(
+            "\n| workload | raw B/tx | raw+zstd B/tx | ours B/tx | raw / ours | Mbps at 100k tx/s ours / raw | execute tx/s | decode+apply tx/s | apply / execute |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for name in workloads {
+        let prepared = sync_workload(name, seed, accounts, txs)?;
+        let r = bench::statesync::measure(&prepared, name, block_txs)?;
+        let tps = |s: f64| r.txs as f64 / s;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": r.workload,
+                    "ours": r.ours_bytes_per_tx,
+                    "baseline": r.raw_bytes_per_tx,
+                    "baseline_name": "RLP of changed accounts and slots",
+                    "unit": "bytes/tx",
+                    "ratio": r.ratio,
+                    "result": r,
+                    "machine": machine,
+                    "command": command,
+                })
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": format!("{}/apply", r.workload),
+                    "ours": tps(r.apply_s),
+                    "baseline": tps(r.execute_s),
+                    "baseline_name": "sequential execution + apply on the sequencer",
+                    "unit": "tx/s",
+                    "ratio": r.apply_ratio,
+                    "machine": machine,
+                    "command": command,
+                })
+            );
+        } else {
+            println!(
+                "| {} | {:.1} | {:.1} | {:.2} | {:.1}x | {:.1} / {:.1} | {:.0} | {:.0} | {:.1}x |",
+                r.workload,
+                r.raw_bytes_per_tx,
+                r.raw_zstd_bytes_per_tx,
+                r.ours_bytes_per_tx,
+                r.ratio,
+                r.mbps_at_100k,
+                r.raw_mbps_at_100k,
+                tps(r.execute_s),
+                tps(r.apply_s),
+                r.apply_ratio,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn train_dict_to(
+    path: &std::path::Path,
+    workloads: &[String],
+    accounts: usize,
+    txs: usize,
+    block_txs: usize,
+    seed: u64,
+) -> Result<(), String> {
+    let mut samples = Vec::new();
+    for name in workloads {
+        let prepared = sync_workload(name, seed + 1000, accounts, txs)?;
+        for size in [10, 100, block_txs.max(1)] {
+            samples.extend(bench::statesync::samples(&prepared, size)?);
+        }
+    }
+    let dict = zstd::dict::from_samples(&samples, DICT_BYTES).map_err(|e| e.to_string())?;
+    std::fs::write(path, &dict).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("{}: {} bytes from {} samples", path.display(), dict.len(), samples.len());
+    Ok(())
+}
+
+/// Size of the codec's dictionary.
+const DICT_BYTES: usize = 16 * 1024;
+
 fn machine_and_command(json: bool) -> (machine::Machine, String) {
     let machine = machine::describe();
     let command = std::env::args().collect::<Vec<_>>().join(" ");

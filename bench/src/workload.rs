@@ -261,6 +261,17 @@ pub fn genesis(kind: Kind, accounts: &Accounts) -> GenesisAlloc {
     alloc
 }
 
+/// Largest ETH transfer, in wei (0.01 ETH): amounts vary as real ones do, which matters to
+/// anything that encodes balances.
+pub const ETH_TRANSFER_MAX: u64 = 10_000_000_000_000_000;
+/// Largest token transfer, in token units (a thousandth of a starting balance).
+pub const TOKEN_TRANSFER_MAX: u64 = TOKEN_BALANCE / 1000;
+
+/// The amount of transaction `k`: spread over `1..=max`, the same for the same `k`.
+pub fn amount(k: usize, max: u64) -> U256 {
+    U256::from((k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) % max + 1)
+}
+
 /// The account that account `from` (of `n`) sends to.
 pub fn recipient(from: usize, n: usize) -> usize {
     (from * 7919 + 1) % n
@@ -276,10 +287,10 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
             let from = k % n;
             let to = accounts.addresses[recipient(from, n)];
             let (target, input, gas, value) = match kind {
-                Kind::Eth => (to, Bytes::new(), 21_000, U256::from(1)),
+                Kind::Eth => (to, Bytes::new(), 21_000, amount(k, ETH_TRANSFER_MAX)),
                 Kind::Erc20 => (
                     TOKEN,
-                    transferCall { to, amount: U256::from(1) }.abi_encode().into(),
+                    transferCall { to, amount: amount(k, TOKEN_TRANSFER_MAX) }.abi_encode().into(),
                     60_000,
                     U256::ZERO,
                 ),

@@ -97,8 +97,9 @@ fn erc20_run(config: sequencer::Config) -> std::sync::Arc<sequencer::Node> {
     let mut expected = vec![U256::from(workload::TOKEN_BALANCE); n];
     for k in 0..count {
         let from = k % n;
-        expected[from] -= U256::from(1);
-        expected[workload::recipient(from, n)] += U256::from(1);
+        let amount = workload::amount(k, workload::TOKEN_TRANSFER_MAX);
+        expected[from] -= amount;
+        expected[workload::recipient(from, n)] += amount;
     }
     for (i, who) in prepared.addresses.iter().enumerate() {
         let balance = node.state.storage(&workload::TOKEN, &workload::balance_slot(who));

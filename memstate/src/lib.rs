@@ -15,12 +15,17 @@
 //! that need one consistent view across many accesses (an `eth_call`) read the [`MemState::version`]
 //! before and after and retry if a diff landed in between (see [`MemState::consistent`]).
 
+mod codec;
 mod diff;
 mod genesis;
 mod mpt;
 mod overlay;
 mod state;
 
+pub use codec::{
+    CodecError, DiffCodec, EncodedSize, FORMAT_VERSION, KeyIndex, MAX_CODE_BYTES,
+    MAX_PAYLOAD_BYTES, PriorState,
+};
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, account_info};

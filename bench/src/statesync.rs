@@ -1,0 +1,237 @@
+//! `bench statesync`: what a full node receives per transaction, and how fast it applies it.
+//!
+//! The workload is executed block by block the way the sequencer does (sequential revm over
+//! memstate); each block's diff is encoded with memstate's codec against the state before it
+//! and, as the baseline, written the way a state bundle carries it (RLP of every changed
+//! account with its changed slots, and new code). A second state plays the full node: it
+//! decodes each message and applies it. Both states must end equal (MPT root).
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_rlp::{Encodable, RlpEncodable};
+use memstate::{DiffCodec, MemState, NoBlockHashes, StateDiff};
+use sequencer::exec::{BlockEnvParams, ChainRules, execute_batch};
+
+use crate::{parallel::pooled, workload::Prepared};
+
+/// Messages per second at which [`SyncResult::mbps_at_100k`] is stated.
+pub const REFERENCE_TPS: f64 = 100_000.0;
+
+/// One workload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SyncResult {
+    /// Workload name.
+    pub workload: String,
+    /// Transactions.
+    pub txs: usize,
+    /// Transactions per message (one mini-block each).
+    pub block_txs: usize,
+    /// Bytes per transaction of the baseline: RLP of the changed accounts and slots.
+    pub raw_bytes_per_tx: f64,
+    /// The same RLP compressed with zstd at our level, without a dictionary (for reference).
+    pub raw_zstd_bytes_per_tx: f64,
+    /// Our message bytes per transaction.
+    pub ours_bytes_per_tx: f64,
+    /// Our payload before compression, per transaction.
+    pub payload_bytes_per_tx: f64,
+    /// raw / ours.
+    pub ratio: f64,
+    /// Our stream at [`REFERENCE_TPS`], megabits per second.
+    pub mbps_at_100k: f64,
+    /// The baseline's at [`REFERENCE_TPS`].
+    pub raw_mbps_at_100k: f64,
+    /// Sequencer side: executing the blocks and applying their diffs, seconds.
+    pub execute_s: f64,
+    /// Sequencer side: encoding the diffs, seconds.
+    pub encode_s: f64,
+    /// Full-node side: decoding the messages and applying them, seconds.
+    pub apply_s: f64,
+    /// execute_s / apply_s: how many times faster a full node follows than the sequencer
+    /// executes.
+    pub apply_ratio: f64,
+}
+
+#[derive(RlpEncodable)]
+struct RawSlot {
+    key: U256,
+    value: U256,
+}
+
+#[derive(RlpEncodable)]
+struct RawAccount {
+    address: Address,
+    nonce: u64,
+    balance: U256,
+    code_hash: B256,
+    storage: Vec<RawSlot>,
+}
+
+#[derive(RlpEncodable)]
+struct RawBundle {
+    accounts: Vec<RawAccount>,
+    codes: Vec<Bytes>,
+}
+
+/// The baseline encoding of a diff: every changed account in full (a deleted one as zeros),
+/// its changed slots as (key, value), and new code.
+pub fn raw_rlp(diff: &StateDiff) -> Vec<u8> {
+    let accounts = diff
+        .accounts
+        .iter()
+        .map(|(address, change)| {
+            let info = change.info.unwrap_or(memstate::AccountData::EMPTY);
+            RawAccount {
+                address: *address,
+                nonce: info.nonce,
+                balance: info.balance,
+                code_hash: info.code_hash,
+                storage: change
+                    .storage
+                    .iter()
+                    .map(|(key, value)| RawSlot { key: *key, value: *value })
+                    .collect(),
+            }
+        })
+        .collect();
+    let codes = diff.codes.values().map(|c| c.original_bytes()).collect();
+    let bundle = RawBundle { accounts, codes };
+    let mut out = Vec::with_capacity(bundle.length());
+    bundle.encode(&mut out);
+    out
+}
+
+/// Runs `p` through the codec in messages of `block_txs` transactions.
+pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<SyncResult, String> {
+    let txs = pooled(p);
+    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
+    let sequencer = MemState::from_genesis(&p.alloc);
+    let follower = MemState::from_genesis(&p.alloc);
+    let mut encoder = DiffCodec::from_state(&sequencer);
+    let mut decoder = DiffCodec::from_state(&follower);
+    let mut raw_zstd = zstd::bulk::Compressor::new(9).map_err(|e| e.to_string())?;
+    let (mut raw, mut raw_z, mut ours, mut payload) = (0usize, 0usize, 0usize, 0usize);
+    let (mut execute, mut encode, mut apply) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for (number, block) in txs.chunks(block_txs).enumerate() {
+        let env = BlockEnvParams {
+            number: number as u64 + 1,
+            timestamp: 1_700_000_000 + number as u64,
+            beneficiary: Address::repeat_byte(0xbe),
+            base_fee: 1_000_000_000,
+            gas_limit: u64::MAX,
+        };
+        let t = Instant::now();
+        let out =
+            execute_batch(&sequencer, NoBlockHashes, rules, &env, block.to_vec(), u64::MAX, None);
+        let exec_time = t.elapsed();
+        if out.executed.len() != block.len() || out.executed.iter().any(|t| !t.success) {
+            return Err(format!("{name}: block {number}: a transaction failed or was dropped"));
+        }
+        let t = Instant::now();
+        let (message, size) =
+            encoder.encode_sized(&out.diff, &sequencer).map_err(|e| e.to_string())?;
+        encode += t.elapsed();
+        let t = Instant::now();
+        sequencer.apply(&out.diff);
+        execute += exec_time + t.elapsed();
+
+        let t = Instant::now();
+        let decoded = decoder.decode(&message, &follower).map_err(|e| format!("{name}: {e}"))?;
+        follower.apply(&decoded);
+        apply += t.elapsed();
+        if decoded != out.diff {
+            return Err(format!("{name}: block {number}: the decoded diff differs"));
+        }
+
+        let rlp = raw_rlp(&out.diff);
+        raw += rlp.len();
+        raw_z += raw_zstd.compress(&rlp).map_err(|e| e.to_string())?.len();
+        ours += size.message;
+        payload += size.payload;
+    }
+    if sequencer.mpt_root() != follower.mpt_root() {
+        return Err(format!("{name}: the follower's state differs from the sequencer's"));
+    }
+    let n = txs.len() as f64;
+    let per_tx = |bytes: usize| bytes as f64 / n;
+    let mbps = |bytes: usize| per_tx(bytes) * 8.0 * REFERENCE_TPS / 1e6;
+    Ok(SyncResult {
+        workload: name.to_string(),
+        txs: txs.len(),
+        block_txs,
+        raw_bytes_per_tx: per_tx(raw),
+        raw_zstd_bytes_per_tx: per_tx(raw_z),
+        ours_bytes_per_tx: per_tx(ours),
+        payload_bytes_per_tx: per_tx(payload),
+        ratio: raw as f64 / ours as f64,
+        mbps_at_100k: mbps(ours),
+        raw_mbps_at_100k: mbps(raw),
+        execute_s: execute.as_secs_f64(),
+        encode_s: encode.as_secs_f64(),
+        apply_s: apply.as_secs_f64(),
+        apply_ratio: execute.as_secs_f64() / apply.as_secs_f64(),
+    })
+}
+
+/// The uncompressed payloads of `p`'s messages, as samples to train the codec's dictionary.
+pub fn samples(p: &Prepared, block_txs: usize) -> Result<Vec<Vec<u8>>, String> {
+    let txs = pooled(p);
+    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
+    let state = MemState::from_genesis(&p.alloc);
+    let mut codec = DiffCodec::from_state(&state);
+    let mut out = Vec::new();
+    for (number, block) in txs.chunks(block_txs).enumerate() {
+        let env = BlockEnvParams {
+            number: number as u64 + 1,
+            timestamp: 1_700_000_000 + number as u64,
+            beneficiary: Address::repeat_byte(0xbe),
+            base_fee: 1_000_000_000,
+            gas_limit: u64::MAX,
+        };
+        let batch =
+            execute_batch(&state, NoBlockHashes, rules, &env, block.to_vec(), u64::MAX, None);
+        let message = codec.encode(&batch.diff, &state).map_err(|e| e.to_string())?;
+        out.push(memstate::DiffCodec::payload(&message).map_err(|e| e.to_string())?);
+        state.apply(&batch.diff);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{self, Kind};
+
+    /// A short run of each workload completes, the follower ends on the sequencer's state
+    /// (checked inside), and the ratio is raw over ours from the same run.
+    #[test]
+    fn each_workload_syncs_and_the_ratio_comes_from_the_same_run() {
+        for kind in [Kind::Eth, Kind::Erc20, Kind::Amm] {
+            let p = workload::prepare(kind, 3, 200, 600);
+            let r = measure(&p, "smoke", 100).unwrap();
+            assert_eq!(r.txs, 600);
+            assert!(r.ours_bytes_per_tx > 0.0 && r.raw_bytes_per_tx > r.ours_bytes_per_tx);
+            assert!((r.ratio - r.raw_bytes_per_tx / r.ours_bytes_per_tx).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn the_raw_baseline_carries_every_changed_slot() {
+        let p = workload::prepare(Kind::Erc20, 3, 20, 10);
+        let state = MemState::from_genesis(&p.alloc);
+        let env = BlockEnvParams {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::repeat_byte(0xbe),
+            base_fee: 1_000_000_000,
+            gas_limit: u64::MAX,
+        };
+        let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
+        let out = execute_batch(&state, NoBlockHashes, rules, &env, pooled(&p), u64::MAX, None);
+        // Ten senders, the beneficiary and the token; each transfer writes two balance slots.
+        assert_eq!(out.diff.slot_count(), 20);
+        let raw = raw_rlp(&out.diff);
+        // At least address + hashed key + value per slot, and an address per account.
+        assert!(raw.len() > 20 * (33 + 1) + 12 * 21, "{}", raw.len());
+    }
+}

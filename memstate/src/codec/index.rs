@@ -1,0 +1,229 @@
+//! The key index both ends of a diff stream keep: every account and every non-zero slot of the
+//! state, in key order, so that a key the receiver already has is sent as its rank (a small
+//! gap between sorted ranks) instead of its 20 or 32 bytes.
+//!
+//! The index is a function of the state alone: a node that restarts, or re-syncs after a root
+//! mismatch, rebuilds it from its state ([`KeyIndex::from_state`]) and needs nothing else.
+
+use std::collections::HashMap;
+
+use alloy_primitives::{Address, U256};
+
+use crate::{MemState, StateDiff};
+
+/// Chunks are split when they reach this many keys; inserts then move at most this many.
+const CHUNK_MAX: usize = 1024;
+
+/// A sorted set with rank and select, as sorted chunks plus prefix counts recomputed lazily
+/// (once per diff: ranks are asked for in a batch, then the diff's inserts and removals land).
+#[derive(Clone, Debug)]
+pub(crate) struct RankedSet<K> {
+    chunks: Vec<Vec<K>>,
+    /// `starts[i]` = number of keys in `chunks[..i]`; valid when `!dirty`.
+    starts: Vec<usize>,
+    len: usize,
+    dirty: bool,
+}
+
+impl<K> Default for RankedSet<K> {
+    fn default() -> Self {
+        Self { chunks: Vec::new(), starts: Vec::new(), len: 0, dirty: false }
+    }
+}
+
+impl<K: Ord + Copy> RankedSet<K> {
+    /// The set of `keys`, which must be sorted and free of duplicates.
+    pub(crate) fn from_sorted(keys: Vec<K>) -> Self {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let len = keys.len();
+        let chunks: Vec<Vec<K>> = keys.chunks(CHUNK_MAX / 2).map(<[K]>::to_vec).collect();
+        Self { chunks, starts: Vec::new(), len, dirty: true }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk that holds `key` if it is present, or where it would go.
+    fn chunk_of(&self, key: &K) -> usize {
+        let i = self.chunks.partition_point(|c| c.last().is_some_and(|last| last < key));
+        i.min(self.chunks.len().saturating_sub(1))
+    }
+
+    pub(crate) fn insert(&mut self, key: K) -> bool {
+        if self.chunks.is_empty() {
+            self.chunks.push(vec![key]);
+        } else {
+            let c = self.chunk_of(&key);
+            let chunk = &mut self.chunks[c];
+            match chunk.binary_search(&key) {
+                Ok(_) => return false,
+                Err(at) => chunk.insert(at, key),
+            }
+            if chunk.len() >= CHUNK_MAX {
+                let tail = chunk.split_off(CHUNK_MAX / 2);
+                self.chunks.insert(c + 1, tail);
+            }
+        }
+        self.len += 1;
+        self.dirty = true;
+        true
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> bool {
+        if self.chunks.is_empty() {
+            return false;
+        }
+        let c = self.chunk_of(key);
+        let chunk = &mut self.chunks[c];
+        let Ok(at) = chunk.binary_search(key) else { return false };
+        chunk.remove(at);
+        if chunk.is_empty() {
+            self.chunks.remove(c);
+        }
+        self.len -= 1;
+        self.dirty = true;
+        true
+    }
+
+    fn refresh(&mut self) {
+        if self.dirty {
+            self.starts.clear();
+            let mut total = 0;
+            for chunk in &self.chunks {
+                self.starts.push(total);
+                total += chunk.len();
+            }
+            self.dirty = false;
+        }
+    }
+
+    /// The position of `key` in the set, if present.
+    pub(crate) fn rank(&mut self, key: &K) -> Option<usize> {
+        if self.chunks.is_empty() {
+            return None;
+        }
+        self.refresh();
+        let c = self.chunk_of(key);
+        self.chunks[c].binary_search(key).ok().map(|at| self.starts[c] + at)
+    }
+
+    /// The key at position `rank`.
+    pub(crate) fn select(&mut self, rank: usize) -> Option<K> {
+        if rank >= self.len {
+            return None;
+        }
+        self.refresh();
+        let c = self.starts.partition_point(|&s| s <= rank) - 1;
+        Some(self.chunks[c][rank - self.starts[c]])
+    }
+}
+
+/// Accounts and their non-zero slots, in key order: what a diff's keys are ranked against.
+#[derive(Clone, Debug, Default)]
+pub struct KeyIndex {
+    pub(crate) accounts: RankedSet<Address>,
+    pub(crate) slots: HashMap<Address, RankedSet<U256>>,
+}
+
+impl KeyIndex {
+    /// The index of an empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of `state` as it is now.
+    pub fn from_state(state: &MemState) -> Self {
+        let mut accounts = Vec::with_capacity(state.account_count());
+        let mut slots = HashMap::new();
+        state.for_each_account(|address, account| {
+            accounts.push(*address);
+            if account.storage_len() > 0 {
+                let mut keys: Vec<U256> = account.storage().map(|(k, _)| *k).collect();
+                keys.sort_unstable();
+                slots.insert(*address, RankedSet::from_sorted(keys));
+            }
+        });
+        accounts.sort_unstable();
+        Self { accounts: RankedSet::from_sorted(accounts), slots }
+    }
+
+    /// Number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Number of non-zero slots of `address`.
+    pub fn slot_count(&self, address: &Address) -> usize {
+        self.slots.get(address).map_or(0, RankedSet::len)
+    }
+
+    /// Brings the index to the state after `diff`, with [`MemState::apply`]'s rules: a deleted
+    /// account loses its slots, a cleared storage is emptied, a zero slot is removed.
+    pub fn advance(&mut self, diff: &StateDiff) {
+        for (address, change) in &diff.accounts {
+            if change.info.is_none() {
+                self.accounts.remove(address);
+                self.slots.remove(address);
+                continue;
+            }
+            self.accounts.insert(*address);
+            if change.storage_cleared {
+                self.slots.remove(address);
+            }
+            if change.storage.is_empty() {
+                continue;
+            }
+            let set = self.slots.entry(*address).or_default();
+            for (slot, value) in &change.storage {
+                if value.is_zero() {
+                    set.remove(slot);
+                } else {
+                    set.insert(*slot);
+                }
+            }
+            if set.is_empty() {
+                self.slots.remove(address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Rank and select agree with a BTreeSet through any sequence of inserts and removals,
+        /// including ones that split and empty chunks.
+        #[test]
+        fn ranked_set_matches_a_btreeset(ops in prop::collection::vec((any::<bool>(), 0u16..3000), 0..6000)) {
+            let mut ours = RankedSet::from_sorted((0u16..3000).step_by(7).collect());
+            let mut model: BTreeSet<u16> = (0u16..3000).step_by(7).collect();
+            for (insert, key) in ops {
+                if insert {
+                    prop_assert_eq!(ours.insert(key), model.insert(key));
+                } else {
+                    prop_assert_eq!(ours.remove(&key), model.remove(&key));
+                }
+            }
+            prop_assert_eq!(ours.len(), model.len());
+            for (rank, key) in model.iter().enumerate() {
+                prop_assert_eq!(ours.rank(key), Some(rank));
+                prop_assert_eq!(ours.select(rank), Some(*key));
+            }
+            prop_assert_eq!(ours.select(model.len()), None);
+            for key in (0u16..3000).filter(|k| !model.contains(k)).take(50) {
+                prop_assert_eq!(ours.rank(&key), None);
+            }
+        }
+    }
+}
