@@ -193,6 +193,76 @@ impl KeyIndex {
     }
 }
 
+/// The index changes a message makes, found while it is encoded or decoded (where it is
+/// already known which keys are indexed) and applied once the message is complete: cheaper
+/// than [`KeyIndex::advance`], which searches for every key again.
+#[derive(Debug, Default)]
+pub(crate) struct Edits(Vec<Edit>);
+
+#[derive(Debug)]
+enum Edit {
+    InsertAccount(Address),
+    RemoveAccount(Address),
+    ClearSlots(Address),
+    InsertSlot(Address, U256),
+    RemoveSlot(Address, U256),
+}
+
+impl Edits {
+    /// Records the account-level change of `address` (indexed or not before the message).
+    pub(crate) fn account(
+        &mut self,
+        address: Address,
+        indexed: bool,
+        deleted: bool,
+        cleared: bool,
+    ) {
+        match (indexed, deleted) {
+            (true, true) => self.0.push(Edit::RemoveAccount(address)),
+            (false, false) => self.0.push(Edit::InsertAccount(address)),
+            (true, false) if cleared => self.0.push(Edit::ClearSlots(address)),
+            _ => {}
+        }
+    }
+
+    /// Records a slot write of a live account (`indexed`: the slot was in the index).
+    pub(crate) fn slot(&mut self, address: Address, slot: U256, indexed: bool, zero: bool) {
+        match (indexed, zero) {
+            (true, true) => self.0.push(Edit::RemoveSlot(address, slot)),
+            (false, false) => self.0.push(Edit::InsertSlot(address, slot)),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn apply(self, index: &mut KeyIndex) {
+        for edit in self.0 {
+            match edit {
+                Edit::InsertAccount(a) => {
+                    index.accounts.insert(a);
+                }
+                Edit::RemoveAccount(a) => {
+                    index.accounts.remove(&a);
+                    index.slots.remove(&a);
+                }
+                Edit::ClearSlots(a) => {
+                    index.slots.remove(&a);
+                }
+                Edit::InsertSlot(a, slot) => {
+                    index.slots.entry(a).or_default().insert(slot);
+                }
+                Edit::RemoveSlot(a, slot) => {
+                    if let Some(set) = index.slots.get_mut(&a) {
+                        set.remove(&slot);
+                        if set.is_empty() {
+                            index.slots.remove(&a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

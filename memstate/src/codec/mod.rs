@@ -50,6 +50,7 @@ use std::{borrow::Cow, collections::BTreeMap};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use revm::state::Bytecode;
 
+use index::Edits;
 pub use index::KeyIndex;
 use wire::{Reader, put_number, put_value, put_varint};
 
@@ -232,7 +233,7 @@ impl DiffCodec {
         diff: &StateDiff,
         prior: &impl PriorState,
     ) -> Result<(Vec<u8>, EncodedSize), CodecError> {
-        let payload = encode_payload(&mut self.index, diff, prior)?;
+        let (payload, edits) = encode_payload(&mut self.index, diff, prior)?;
         let mut out = Vec::with_capacity(payload.len() / 2 + 16);
         out.push(FORMAT_VERSION);
         let compressed = self
@@ -248,7 +249,7 @@ impl DiffCodec {
             put_varint(&mut out, payload.len() as u64);
             out.extend_from_slice(&payload);
         }
-        self.index.advance(diff);
+        edits.apply(&mut self.index);
         let size = EncodedSize { payload: payload.len(), message: out.len() };
         Ok((out, size))
     }
@@ -269,8 +270,8 @@ impl DiffCodec {
         prior: &impl PriorState,
     ) -> Result<StateDiff, CodecError> {
         let payload = unframe(message, &mut self.decompressor)?;
-        let diff = decode_payload(&mut self.index, &payload, prior)?;
-        self.index.advance(&diff);
+        let (diff, edits) = decode_payload(&mut self.index, &payload, prior)?;
+        edits.apply(&mut self.index);
         Ok(diff)
     }
 }
@@ -317,7 +318,8 @@ fn encode_payload(
     index: &mut KeyIndex,
     diff: &StateDiff,
     prior: &impl PriorState,
-) -> Result<Vec<u8>, CodecError> {
+) -> Result<(Vec<u8>, Edits), CodecError> {
+    let mut edits = Edits::default();
     let mut s: [Vec<u8>; 12] = Default::default();
     let [
         header,
@@ -398,6 +400,8 @@ fn encode_payload(
         if change.storage_cleared {
             f |= F_CLEARED;
         }
+        let live = change.info.is_some();
+        edits.account(*address, is_known, !live, change.storage_cleared);
         if !change.storage.is_empty() {
             f |= F_STORAGE;
             // After a clear, or for a new account, nothing is known: every slot is new.
@@ -422,10 +426,16 @@ fn encode_payload(
             put_gaps(slot_ranks, known_slots.iter().map(|k| k.0));
             for (_, slot, value) in &known_slots {
                 put_value(slot_values, &prior.storage(address, slot), value);
+                if live {
+                    edits.slot(*address, **slot, true, value.is_zero());
+                }
             }
             for (slot, value) in &new_slots {
                 put_number(slot_keys, slot);
                 put_value(slot_values, &U256::ZERO, value);
+                if live {
+                    edits.slot(*address, **slot, false, value.is_zero());
+                }
             }
         }
         flags.push(f);
@@ -436,7 +446,7 @@ fn encode_payload(
         put_varint(&mut payload, section.len() as u64);
         payload.extend_from_slice(section);
     }
-    Ok(payload)
+    Ok((payload, edits))
 }
 
 /// Sorted ranks as the first rank and then each gap minus one.
@@ -473,7 +483,8 @@ fn decode_payload(
     index: &mut KeyIndex,
     payload: &[u8],
     prior: &impl PriorState,
-) -> Result<StateDiff, CodecError> {
+) -> Result<(StateDiff, Edits), CodecError> {
+    let mut edits = Edits::default();
     let mut whole = Reader::new(payload, "payload");
     let mut s: Vec<Reader<'_>> = Vec::with_capacity(SECTIONS.len());
     for name in SECTIONS {
@@ -559,6 +570,7 @@ fn decode_payload(
     }
     addresses.finish()?;
 
+    let mut accounts_out = Vec::with_capacity(accounts.len());
     for (address, is_known) in accounts {
         let f = flags.byte()?;
         if f & !F_ALL != 0 {
@@ -604,8 +616,13 @@ fn decode_payload(
             }
             Some(after)
         };
+        let live = info.is_some();
         let mut change =
             AccountDiff { info, storage_cleared: f & F_CLEARED != 0, storage: BTreeMap::new() };
+        // Slots arrive as two ascending runs (known, then new): collected and built in bulk,
+        // which is several times cheaper than inserting one by one.
+        let mut slots = Vec::new();
+        edits.account(address, is_known, !live, change.storage_cleared);
         if f & F_STORAGE != 0 {
             let set = (is_known && !change.storage_cleared)
                 .then(|| index.slots.get_mut(&address))
@@ -624,7 +641,10 @@ fn decode_payload(
                 for rank in read_gaps(slot_ranks, n_known, indexed)? {
                     let slot = set.select(rank).expect("rank below the set length");
                     let value = slot_values.value(&prior.storage(&address, &slot))?;
-                    change.storage.insert(slot, value);
+                    if live {
+                        edits.slot(address, slot, true, value.is_zero());
+                    }
+                    slots.push((slot, value));
                 }
             }
             let mut last: Option<U256> = None;
@@ -643,15 +663,21 @@ fn decode_payload(
                         what: "a new slot that is already indexed",
                     });
                 }
-                change.storage.insert(slot, slot_values.value(&U256::ZERO)?);
+                let value = slot_values.value(&U256::ZERO)?;
+                if live {
+                    edits.slot(address, slot, false, value.is_zero());
+                }
+                slots.push((slot, value));
             }
+            change.storage = BTreeMap::from_iter(slots);
         }
-        diff.accounts.insert(address, change);
+        accounts_out.push((address, change));
     }
+    diff.accounts = BTreeMap::from_iter(accounts_out);
     for r in s.iter() {
         r.finish()?;
     }
-    Ok(diff)
+    Ok((diff, edits))
 }
 
 #[cfg(test)]
