@@ -39,8 +39,9 @@
 //! **Untrusted input.** Decoding checks every length against the bytes present before it
 //! allocates, caps the decompressed size at [`MAX_PAYLOAD_BYTES`], rejects non-canonical
 //! numbers, unsorted or duplicate keys, unknown flags and trailing bytes, and returns an error
-//! naming the section. It never panics; the fuzz target `fuzz_targets/diff_decode.rs` and the
-//! property tests check that.
+//! naming the section. It never panics: the property tests in `tests.rs` decode random,
+//! truncated and mutated messages, and `memstate/fuzz` has a libFuzzer target
+//! (`cargo +nightly fuzz run diff_decode corpus/diff_decode seeds/diff_decode`).
 
 mod index;
 mod wire;
