@@ -11,14 +11,18 @@ use alloy_primitives::{Address, U256};
 
 use crate::{MemState, StateDiff};
 
-/// Chunks are split when they reach this many keys; inserts then move at most this many.
-const CHUNK_MAX: usize = 1024;
+/// Chunks are split when they reach this many keys; inserts then move at most this many, and a
+/// search ends with a binary search over at most this many (a few cache lines).
+const CHUNK_MAX: usize = 256;
 
 /// A sorted set with rank and select, as sorted chunks plus prefix counts recomputed lazily
 /// (once per diff: ranks are asked for in a batch, then the diff's inserts and removals land).
 #[derive(Clone, Debug)]
 pub(crate) struct RankedSet<K> {
     chunks: Vec<Vec<K>>,
+    /// The last key of each chunk, contiguous: the search for a key's chunk reads this array
+    /// (which stays in cache) instead of one heap allocation per step.
+    lasts: Vec<K>,
     /// `starts[i]` = number of keys in `chunks[..i]`; valid when `!dirty`.
     starts: Vec<usize>,
     len: usize,
@@ -27,7 +31,7 @@ pub(crate) struct RankedSet<K> {
 
 impl<K> Default for RankedSet<K> {
     fn default() -> Self {
-        Self { chunks: Vec::new(), starts: Vec::new(), len: 0, dirty: false }
+        Self { chunks: Vec::new(), lasts: Vec::new(), starts: Vec::new(), len: 0, dirty: false }
     }
 }
 
@@ -37,7 +41,8 @@ impl<K: Ord + Copy> RankedSet<K> {
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let len = keys.len();
         let chunks: Vec<Vec<K>> = keys.chunks(CHUNK_MAX / 2).map(<[K]>::to_vec).collect();
-        Self { chunks, starts: Vec::new(), len, dirty: true }
+        let lasts = chunks.iter().map(|c| c[c.len() - 1]).collect();
+        Self { chunks, lasts, starts: Vec::new(), len, dirty: true }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -50,13 +55,14 @@ impl<K: Ord + Copy> RankedSet<K> {
 
     /// The chunk that holds `key` if it is present, or where it would go.
     fn chunk_of(&self, key: &K) -> usize {
-        let i = self.chunks.partition_point(|c| c.last().is_some_and(|last| last < key));
+        let i = self.lasts.partition_point(|last| last < key);
         i.min(self.chunks.len().saturating_sub(1))
     }
 
     pub(crate) fn insert(&mut self, key: K) -> bool {
         if self.chunks.is_empty() {
             self.chunks.push(vec![key]);
+            self.lasts.push(key);
         } else {
             let c = self.chunk_of(&key);
             let chunk = &mut self.chunks[c];
@@ -64,8 +70,11 @@ impl<K: Ord + Copy> RankedSet<K> {
                 Ok(_) => return false,
                 Err(at) => chunk.insert(at, key),
             }
+            self.lasts[c] = chunk[chunk.len() - 1];
             if chunk.len() >= CHUNK_MAX {
                 let tail = chunk.split_off(CHUNK_MAX / 2);
+                self.lasts[c] = chunk[chunk.len() - 1];
+                self.lasts.insert(c + 1, tail[tail.len() - 1]);
                 self.chunks.insert(c + 1, tail);
             }
         }
@@ -84,6 +93,9 @@ impl<K: Ord + Copy> RankedSet<K> {
         chunk.remove(at);
         if chunk.is_empty() {
             self.chunks.remove(c);
+            self.lasts.remove(c);
+        } else {
+            self.lasts[c] = chunk[chunk.len() - 1];
         }
         self.len -= 1;
         self.dirty = true;

@@ -46,7 +46,7 @@
 mod index;
 mod wire;
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::{borrow::Cow, collections::BTreeMap, sync::OnceLock};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use revm::state::Bytecode;
@@ -197,9 +197,10 @@ impl DiffCodec {
         const NO_MEMORY: &str = "zstd context allocation";
         Self {
             index,
-            compressor: zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, DICTIONARY)
+            compressor: zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary())
                 .expect(NO_MEMORY),
-            decompressor: zstd::bulk::Decompressor::with_dictionary(DICTIONARY).expect(NO_MEMORY),
+            decompressor: zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
+                .expect(NO_MEMORY),
         }
     }
 
@@ -258,8 +259,9 @@ impl DiffCodec {
     /// The payload of a message, decompressed: for tools (training the dictionary, reading
     /// section sizes), not needed to decode.
     pub fn payload(message: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let mut decompressor = zstd::bulk::Decompressor::with_dictionary(DICTIONARY)
-            .map_err(|e| CodecError::Compression(e.to_string()))?;
+        let mut decompressor =
+            zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
+                .map_err(|e| CodecError::Compression(e.to_string()))?;
         Ok(unframe(message, &mut decompressor)?.into_owned())
     }
 
@@ -275,6 +277,18 @@ impl DiffCodec {
         edits.apply(&mut self.index);
         Ok(diff)
     }
+}
+
+/// The dictionary digested once per process: loading it raw makes zstd digest its 16 KiB for
+/// every message, which cost more than compressing a 20 KB payload.
+fn encoder_dictionary() -> &'static zstd::dict::EncoderDictionary<'static> {
+    static DICT: OnceLock<zstd::dict::EncoderDictionary<'static>> = OnceLock::new();
+    DICT.get_or_init(|| zstd::dict::EncoderDictionary::copy(DICTIONARY, ZSTD_LEVEL))
+}
+
+fn decoder_dictionary() -> &'static zstd::dict::DecoderDictionary<'static> {
+    static DICT: OnceLock<zstd::dict::DecoderDictionary<'static>> = OnceLock::new();
+    DICT.get_or_init(|| zstd::dict::DecoderDictionary::copy(DICTIONARY))
 }
 
 /// Checks a message's frame and returns its payload.
