@@ -60,6 +60,55 @@ pub struct Config {
     pub executor: ExecutorSection,
     /// `[jit]`: compiling hot contracts to native code (see the `jit` crate).
     pub jit: jit::JitConfig,
+    /// `[feed]`: the signed output stream (mini-blocks, blocks, state diffs) and its data
+    /// availability.
+    pub feed: FeedConfig,
+}
+
+/// Where each EVM block's signed envelopes are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaBackend {
+    /// A local archive directory (embedded, no service).
+    #[default]
+    Archive,
+    /// The EigenDA proxy's REST API (`feed.eigenda_url`).
+    Eigenda,
+    /// Nowhere: followers can only follow live. For throwaway chains.
+    Off,
+}
+
+/// `[feed]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// File holding the key envelopes are signed with (32 bytes, hex); followers are
+    /// configured with its address. Created with a random key at first start when missing.
+    /// Default `<datadir>/feed.key`. `--dev` signs with the public dev key instead (see
+    /// `feed::Signer::dev`), so that `fullnode --dev` needs no flag.
+    pub signer_key_file: Option<PathBuf>,
+    /// Data availability backend: `"archive"`, `"eigenda"` or `"off"`. Default `"archive"`.
+    pub da: DaBackend,
+    /// Archive directory. Default `<datadir>/archive`.
+    pub archive_dir: Option<PathBuf>,
+    /// EigenDA proxy base URL, e.g. `"http://127.0.0.1:3100"`; required when
+    /// `da = "eigenda"`. Default none.
+    pub eigenda_url: Option<String>,
+    /// Timeout of one EigenDA proxy request. Default `"30s"`.
+    #[serde(with = "duration_str")]
+    pub eigenda_timeout: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            signer_key_file: None,
+            da: DaBackend::Archive,
+            archive_dir: None,
+            eigenda_url: None,
+            eigenda_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[executor]`.
@@ -345,6 +394,18 @@ impl Config {
         }
         if self.rpc.gas_cap < 21_000 {
             return invalid("rpc.gas_cap", "must be at least 21000");
+        }
+        if self.feed.da == DaBackend::Eigenda {
+            match &self.feed.eigenda_url {
+                None => return invalid("feed.eigenda_url", "required when feed.da = \"eigenda\""),
+                Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
+                    return invalid("feed.eigenda_url", "must be an http:// or https:// URL");
+                }
+                Some(_) => {}
+            }
+        }
+        if self.feed.eigenda_timeout.is_zero() {
+            return invalid("feed.eigenda_timeout", "must be greater than 0");
         }
         if self.storage.nomt_buckets < 64 {
             return invalid("storage.nomt_buckets", "must be at least 64");

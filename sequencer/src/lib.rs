@@ -17,6 +17,7 @@ pub mod host;
 pub mod node;
 pub mod parallel;
 pub mod pool;
+pub mod publish;
 pub mod root;
 pub mod rpc;
 pub mod store;

@@ -14,7 +14,7 @@ use std::{
 
 use alloy_eips::eip1559::{BaseFeeParams, calc_next_block_base_fee};
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
-use memstate::{MemState, StateDiff};
+use memstate::{DiffCodec, MemState, StateDiff};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
@@ -24,6 +24,7 @@ use crate::{
     exec::{BatchOutcome, BlockEnvParams, ChainRules},
     host::Placement,
     pool::Pool,
+    publish::{FeedEvent, FeedSender},
     root::{BlockToSeal, Checkpoints, Committer, NomtOptions, RootError},
     store::{BlockStore, Checkpoint, StoreError},
     tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch, decode_recovered},
@@ -64,6 +65,9 @@ pub enum NodeError {
     /// The block store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The feed publisher (signer key, DA backend).
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
     /// A WAL transaction did not replay as it executed.
     #[error("WAL replay of block {block}: {reason}")]
     Replay {
@@ -111,6 +115,8 @@ pub struct Node {
     pub chain: Arc<Chain>,
     /// Pending transactions.
     pub pool: Arc<Pool>,
+    /// The signed feed and its DA (`None` when `feed.da = "off"`).
+    pub publisher: Option<crate::publish::Publisher>,
     waiters: Mutex<HashMap<B256, Vec<Waiter>>>,
     wake: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
@@ -253,8 +259,11 @@ impl Node {
             cpus: placement.nomt_cpus(),
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
+        let publisher =
+            crate::publish::Publisher::start(&config.feed, &datadir, dev, config.chain.chain_id)?;
+        let feed = publisher.as_ref().and_then(|p| Some((p.sender()?, p.archived())));
         let (committer, root) =
-            Committer::start(nomt, spec, chain.clone(), store, checkpoints, initial)?;
+            Committer::start(nomt, spec, chain.clone(), store, checkpoints, initial, feed)?;
         if let (Some(c), Some(root)) = (&checkpoint, root) {
             let expected = chain.block(c.block).map(|b| b.header.state_root).unwrap_or_default();
             if root != expected {
@@ -285,6 +294,7 @@ impl Node {
             placement,
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
+            publisher,
             waiters: Mutex::new(HashMap::new()),
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
@@ -460,6 +470,10 @@ impl Node {
         if let Some(handle) = self.builder.lock().take() {
             let _ = handle.join();
         }
+        // The builder and the committer have stopped: publish what they handed over.
+        if let Some(publisher) = &self.publisher {
+            publisher.finish();
+        }
     }
 
     /// True once the builder has stopped (after [`Node::shutdown`] or a fatal error).
@@ -527,6 +541,9 @@ struct Builder {
     mini_index: u32,
     mini_number: u64,
     last_mini_hash: B256,
+    /// Encodes each mini-block's diff for the feed, against the state before it.
+    codec: Option<DiffCodec>,
+    feed: Option<FeedSender>,
 }
 
 impl Builder {
@@ -571,7 +588,11 @@ impl Builder {
         mini_number: u64,
         last_mini_hash: B256,
     ) -> Self {
+        let feed = node.publisher.as_ref().and_then(|p| p.sender());
+        let codec = feed.as_ref().map(|_| DiffCodec::from_state(&node.state));
         let builder = Self {
+            codec,
+            feed,
             node,
             wal,
             prunable,
@@ -720,9 +741,26 @@ impl Builder {
             }
             metrics::histogram!("sequencer_wal_append_seconds").record(started.elapsed());
         }
+        let message =
+            self.codec.as_mut().map(|codec| match codec.encode(&diff, &*self.node.state) {
+                Ok(message) => Bytes::from(message),
+                Err(err) => {
+                    // The index mirrors the state, so this is a bug; followers will see a message
+                    // they cannot decode and re-sync. Start the index again from the state.
+                    tracing::error!(%err, "state diff not encodable; the feed's index is rebuilt");
+                    metrics::counter!("feed_encode_errors_total").increment(1);
+                    Bytes::new()
+                }
+            });
         let wiped = self.node.state.apply(&diff);
         self.block_wiped.extend(wiped);
+        if let Some(codec) = &mut self.codec
+            && message.as_ref().is_some_and(|m| m.is_empty())
+        {
+            codec.reset(memstate::KeyIndex::from_state(&self.node.state));
+        }
 
+        let parent_hash = self.last_mini_hash;
         self.mini_number += 1;
         let mut hasher_input = Vec::with_capacity(48 + executed.len() * 32);
         hasher_input.extend_from_slice(self.last_mini_hash.as_slice());
@@ -762,7 +800,7 @@ impl Builder {
         let diff = Arc::new(diff);
         self.block_diffs.push(diff.clone());
         self.block_txs.extend(txs.iter().cloned());
-        self.node.chain.push_mini_block(Arc::new(MiniBlock {
+        let mini = Arc::new(MiniBlock {
             number: self.mini_number,
             block_number: self.env.number,
             index: self.mini_index,
@@ -771,7 +809,17 @@ impl Builder {
             txs: txs.clone(),
             gas_used,
             diff,
-        }));
+        });
+        if let (Some(feed), Some(diff)) = (&self.feed, message) {
+            feed.send(FeedEvent::MiniBlock {
+                mini: mini.clone(),
+                parent_hash,
+                timestamp: self.env.timestamp,
+                base_fee: self.env.base_fee,
+                diff,
+            });
+        }
+        self.node.chain.push_mini_block(mini);
         self.mini_index += 1;
         let dropped_txs: Vec<_> = dropped.iter().map(|(t, _)| t.clone()).collect();
         self.node.pool.remove(&included, &dropped_txs);

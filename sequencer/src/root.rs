@@ -14,7 +14,7 @@ use std::{
         mpsc,
     },
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use alloy_consensus::{
@@ -28,6 +28,7 @@ use memstate::StateDiff;
 use nomt::{KeyReadWrite, Nomt, Options, SessionParams, hasher::Blake3Hasher};
 use revm::primitives::hardfork::SpecId;
 
+use crate::publish::{ArchivedGate, FeedEvent, FeedSender};
 use crate::{
     chain::{Chain, ExecutedTx, SealedBlock},
     exec::BlockEnvParams,
@@ -178,6 +179,7 @@ impl Committer {
         store: BlockStore,
         checkpoints: Checkpoints,
         initial: Option<&StateDiff>,
+        feed: Option<(FeedSender, ArchivedGate)>,
     ) -> Result<(Self, Option<B256>), RootError> {
         let mut options = Options::new();
         options.path(nomt_options.dir);
@@ -203,7 +205,7 @@ impl Committer {
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
         let cpus = nomt_options.cpus.clone();
-        let sink = Sink { chain, store, checkpoints };
+        let sink = Sink { chain, store, checkpoints, feed };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
             .spawn(move || {
@@ -283,14 +285,35 @@ struct Sink {
     chain: Arc<Chain>,
     store: BlockStore,
     checkpoints: Checkpoints,
+    feed: Option<(FeedSender, ArchivedGate)>,
 }
+
+/// How long a checkpoint waits for DA to hold its block before it is skipped.
+const CHECKPOINT_DA_WAIT: Duration = Duration::from_secs(30);
 
 impl Sink {
     fn seal(&mut self, block: SealedBlock, checkpoint: Option<Checkpoint>) {
         if let Err(err) = self.store.append(&block) {
             tracing::warn!(%err, "block store append failed; a restart will replay more of the WAL");
         }
-        self.chain.push_block(Arc::new(block));
+        let block = Arc::new(block);
+        self.chain.push_block(block.clone());
+        let number = block.header.number;
+        if let Some((sender, _)) = &self.feed {
+            sender.send(FeedEvent::Block(block));
+        }
+        // A checkpoint lets the WAL before it go: only once DA holds the block, so that no
+        // block is neither in DA nor replayed (and published) by a restart.
+        let checkpoint = checkpoint.filter(|_| match &self.feed {
+            Some((_, gate)) if !gate.wait_for(number, CHECKPOINT_DA_WAIT) => {
+                tracing::warn!(
+                    block = number,
+                    "checkpoint skipped: DA does not hold the block yet"
+                );
+                false
+            }
+            _ => true,
+        });
         if let Some(checkpoint) = checkpoint {
             let started = Instant::now();
             // The checkpoint may only name a block the store durably holds.

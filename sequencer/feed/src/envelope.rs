@@ -126,7 +126,7 @@ pub struct BlockEnvelope {
     pub chain_id: u64,
     /// The header.
     pub header: Header,
-    /// Number of its first mini-block (the global number).
+    /// Number of its first mini-block (the global number); 0 when it has none.
     pub first_mini_block: u64,
     /// How many mini-blocks it holds (its transactions are theirs, in order).
     pub mini_blocks: u32,
@@ -144,8 +144,8 @@ impl BlockEnvelope {
 pub enum Envelope {
     /// A mini-block.
     MiniBlock(MiniBlockEnvelope),
-    /// An EVM block.
-    Block(BlockEnvelope),
+    /// An EVM block (boxed: a header is several times larger than a mini-block's fields).
+    Block(Box<BlockEnvelope>),
 }
 
 impl Envelope {
@@ -209,7 +209,7 @@ impl Envelope {
             KIND_MINI_BLOCK => {
                 Envelope::MiniBlock(MiniBlockEnvelope::decode(&mut rest).map_err(body_err)?)
             }
-            _ => Envelope::Block(BlockEnvelope::decode(&mut rest).map_err(body_err)?),
+            _ => Envelope::Block(Box::new(BlockEnvelope::decode(&mut rest).map_err(body_err)?)),
         };
         if !rest.is_empty() {
             return Err(EnvelopeError::Body(format!("{} trailing bytes", rest.len())));
@@ -348,7 +348,12 @@ mod tests {
             difficulty: U256::ZERO,
             ..Default::default()
         };
-        Envelope::Block(BlockEnvelope { chain_id: 7, header, first_mini_block: 10, mini_blocks: 3 })
+        Envelope::Block(Box::new(BlockEnvelope {
+            chain_id: 7,
+            header,
+            first_mini_block: 10,
+            mini_blocks: 3,
+        }))
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! The feed publisher: signs every mini-block and EVM block as an envelope (the `feed` crate)
+//! and stores each EVM block's envelopes as one batch in the configured DA backend.
+//!
+//! The builder hands over each mini-block with its diff already encoded (the codec needs the
+//! state before the diff lands); the root committer hands over each sealed block. Both go
+//! through one channel to one thread, so signing and DA writes never hold up execution. A
+//! batch that cannot be stored is retried until it is; the committer writes a checkpoint only
+//! once DA holds every block up to it, so a crash never leaves a block that a restart would not
+//! replay (and publish again: envelopes are deterministic, so the archive sees the same bytes).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{B256, Bytes};
+use feed::{
+    Batch, BlockEnvelope, DaSink, EigenDaProxy, Envelope, LocalArchive, MiniBlockEnvelope,
+    PointerLog, Signer, TxRecord,
+};
+use parking_lot::Mutex;
+
+use crate::{
+    chain::{MiniBlock, SealedBlock},
+    config::{DaBackend, FeedConfig},
+};
+
+/// Why the publisher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The signer key file.
+    #[error("feed signer key {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The DA backend.
+    #[error(transparent)]
+    Da(#[from] feed::DaError),
+}
+
+/// What the publisher is told.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// A sealed mini-block.
+    MiniBlock {
+        /// It.
+        mini: Arc<MiniBlock>,
+        /// The previous mini-block's hash.
+        parent_hash: B256,
+        /// Its EVM block's timestamp.
+        timestamp: u64,
+        /// Its EVM block's base fee.
+        base_fee: u64,
+        /// Its diff as a codec message.
+        diff: Bytes,
+    },
+    /// A sealed EVM block (state root known).
+    Block(Arc<SealedBlock>),
+}
+
+/// A handle to send events; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FeedSender(mpsc::Sender<FeedEvent>);
+
+impl FeedSender {
+    /// Queues an event (dropped only if the publisher has stopped).
+    pub fn send(&self, event: FeedEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// The running publisher.
+#[derive(Debug)]
+pub struct Publisher {
+    sender: Mutex<Option<FeedSender>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    archived: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    address: alloy_primitives::Address,
+}
+
+/// `u64::MAX` in [`Publisher::archived`]: no block stored yet.
+const NONE_ARCHIVED: u64 = u64::MAX;
+
+impl Publisher {
+    /// Starts the publisher for `config`, or returns `None` when `feed.da = "off"`.
+    pub fn start(
+        config: &FeedConfig,
+        datadir: &Path,
+        dev: bool,
+        chain_id: u64,
+    ) -> Result<Option<Self>, PublishError> {
+        let sink: Box<dyn DaSink> = match config.da {
+            DaBackend::Off => return Ok(None),
+            DaBackend::Archive => Box::new(LocalArchive::open(
+                &config.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
+            )?),
+            DaBackend::Eigenda => Box::new(EigenDaProxy::new(
+                config.eigenda_url.as_deref().unwrap_or_default(),
+                config.eigenda_timeout,
+            )?),
+        };
+        let pointers = match config.da {
+            DaBackend::Eigenda => Some(PointerLog::open(&datadir.join("da-pointers"))?),
+            _ => None,
+        };
+        let signer = if dev {
+            Signer::dev()
+        } else {
+            load_or_create_key(
+                &config.signer_key_file.clone().unwrap_or_else(|| datadir.join("feed.key")),
+            )?
+        };
+        let address = signer.address();
+        tracing::info!(signer = %address, da = ?config.da, "feed publisher started");
+        let (tx, rx) = mpsc::channel();
+        let archived = Arc::new(AtomicU64::new(NONE_ARCHIVED));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            signer,
+            chain_id,
+            sink,
+            pointers,
+            pending: BTreeMap::new(),
+            archived: archived.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("feed-publisher".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| PublishError::Da(feed::DaError::Proxy(e.to_string())))?;
+        Ok(Some(Self {
+            sender: Mutex::new(Some(FeedSender(tx))),
+            thread: Mutex::new(Some(thread)),
+            archived,
+            stop,
+            address,
+        }))
+    }
+
+    /// A sender for the builder and the committer.
+    pub fn sender(&self) -> Option<FeedSender> {
+        self.sender.lock().clone()
+    }
+
+    /// The address envelopes are signed by (what followers are configured with).
+    pub fn address(&self) -> alloy_primitives::Address {
+        self.address
+    }
+
+    /// The highest block DA holds, as the committer's checkpoint gate reads it.
+    pub fn archived(&self) -> ArchivedGate {
+        ArchivedGate(self.archived.clone())
+    }
+
+    /// Publishes everything queued, then stops. Every sender must be dropped first (the
+    /// builder and the committer have stopped). A batch DA keeps refusing is given up after a
+    /// few more attempts: the block is after the last checkpoint, so a restart publishes it.
+    pub fn finish(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.sender.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads how far DA has got (see [`Publisher::archived`]).
+#[derive(Clone, Debug)]
+pub struct ArchivedGate(Arc<AtomicU64>);
+
+impl ArchivedGate {
+    /// Waits up to `timeout` for DA to hold block `number`; false if it does not by then.
+    pub fn wait_for(&self, number: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let at = self.0.load(Ordering::Acquire);
+            if at != NONE_ARCHIVED && at >= number {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Reads the signer key at `path`, or creates one there (readable by the owner only).
+fn load_or_create_key(path: &Path) -> Result<Signer, PublishError> {
+    let err = |reason: String| PublishError::Key { path: path.to_path_buf(), reason };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let hex = text.trim().trim_start_matches("0x");
+            let bytes: [u8; 32] = hex::decode(hex)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| err("expected 32 bytes as hex".into()))?;
+            Signer::from_bytes(&bytes).map_err(|_| err("not a valid secp256k1 key".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::{io::Write, os::unix::fs::OpenOptionsExt};
+            let signer = Signer::random();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+            writeln!(file, "0x{}", hex::encode(signer.secret_bytes()))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            tracing::warn!(path = %path.display(), address = %signer.address(), "created a new feed signer key");
+            Ok(signer)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+struct Worker {
+    signer: Signer,
+    chain_id: u64,
+    sink: Box<dyn DaSink>,
+    pointers: Option<PointerLog>,
+    /// Signed mini-block envelopes of blocks not sealed yet, by block number.
+    pending: BTreeMap<u64, Vec<(u64, Bytes)>>,
+    archived: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<FeedEvent>) {
+        for event in rx {
+            match event {
+                FeedEvent::MiniBlock { mini, parent_hash, timestamp, base_fee, diff } => {
+                    metrics::counter!("feed_diff_bytes_total").increment(diff.len() as u64);
+                    let envelope = Envelope::MiniBlock(MiniBlockEnvelope {
+                        chain_id: self.chain_id,
+                        number: mini.number,
+                        block_number: mini.block_number,
+                        index: mini.index,
+                        hash: mini.hash,
+                        parent_hash,
+                        sealed_at_ms: mini.sealed_at_ms,
+                        timestamp,
+                        base_fee,
+                        txs: mini.txs.iter().map(|t| tx_record(t)).collect(),
+                        diff,
+                    });
+                    let signed = envelope.sign(&self.signer);
+                    metrics::counter!("feed_envelopes_total", "kind" => "mini_block").increment(1);
+                    self.pending.entry(mini.block_number).or_default().push((mini.number, signed));
+                }
+                FeedEvent::Block(block) => self.publish_block(&block),
+            }
+        }
+    }
+
+    fn publish_block(&mut self, block: &SealedBlock) {
+        let number = block.header.number;
+        let minis = self.pending.remove(&number).unwrap_or_default();
+        // Zero for a block without mini-blocks (genesis, an idle interval).
+        let first_mini_block = minis.first().map_or(0, |(n, _)| *n);
+        let envelope = Envelope::Block(Box::new(BlockEnvelope {
+            chain_id: self.chain_id,
+            header: block.header.clone(),
+            first_mini_block,
+            mini_blocks: minis.len() as u32,
+        }));
+        let mut envelopes: Vec<Bytes> = minis.into_iter().map(|(_, e)| e).collect();
+        envelopes.push(envelope.sign(&self.signer));
+        metrics::counter!("feed_envelopes_total", "kind" => "block").increment(1);
+        let batch = Batch { number, envelopes }.to_bytes();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts_while_stopping = 0;
+        loop {
+            let started = Instant::now();
+            match self.sink.put(number, &batch) {
+                Ok(pointer) => {
+                    metrics::histogram!("feed_da_put_seconds").record(started.elapsed());
+                    metrics::histogram!("feed_da_batch_bytes").record(batch.len() as f64);
+                    if let Some(log) = &mut self.pointers
+                        && let Err(err) = log.record(number, pointer)
+                    {
+                        tracing::error!(%err, block = number, "DA pointer not recorded");
+                    }
+                    break;
+                }
+                Err(feed::DaError::Conflict(n)) => {
+                    // A replay after a crash publishes again; different bytes mean the archive
+                    // belongs to another chain or another history. Keep what is there.
+                    tracing::error!(
+                        block = n,
+                        "DA archive holds a different batch for this block; keeping it"
+                    );
+                    metrics::counter!("feed_da_errors_total").increment(1);
+                    break;
+                }
+                Err(err) => {
+                    metrics::counter!("feed_da_errors_total").increment(1);
+                    if self.stop.load(Ordering::Acquire) {
+                        attempts_while_stopping += 1;
+                        if attempts_while_stopping > 3 {
+                            tracing::error!(%err, block = number, "DA write failed at shutdown; the next start publishes this block again");
+                            return;
+                        }
+                    }
+                    tracing::error!(%err, block = number, retry_in_ms = backoff.as_millis() as u64, "DA write failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.archived.store(number, Ordering::Release);
+        metrics::gauge!("feed_da_archived_block").set(number as f64);
+    }
+}
+
+fn tx_record(t: &crate::chain::ExecutedTx) -> TxRecord {
+    TxRecord {
+        raw: t.tx.raw.clone(),
+        sender: t.tx.sender,
+        success: t.success,
+        gas_used: t.gas_used,
+        effective_gas_price: t.effective_gas_price,
+        contract_address: t.contract_address.unwrap_or_default(),
+        logs: t.logs.clone(),
+    }
+}

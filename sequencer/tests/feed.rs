@@ -1,0 +1,201 @@
+//! The signed feed in DA: a follower that reads nothing but the local archive — checking every
+//! signature, decoding every diff against its own state — ends on the sequencer's state, with
+//! its transactions, receipts and headers; and a restart publishes the same bytes again.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use feed::{Batch, DaPointer, DaSource, Envelope, LocalArchive, Signer};
+use memstate::{DiffCodec, MemState};
+use secp256k1::SecretKey;
+use sequencer::{Config, Node, dev::DEV_ACCOUNTS};
+
+const CHAIN_ID: u64 = 31337;
+
+/// Init code of a contract whose runtime stores `calldata[32..64]` at slot `calldata[0..32]`
+/// (`PUSH1 32 CALLDATALOAD PUSH1 0 CALLDATALOAD SSTORE STOP`); the constructor stores 42 at
+/// slot 0.
+const STORE_INIT: [&str; 4] = [
+    "602a600055",       // SSTORE(0, 42)
+    "60086011600039",   // CODECOPY(0, 17, 8): the runtime below
+    "60086000f3",       // RETURN(0, 8)
+    "6020356000355500", // runtime: SSTORE(CALLDATALOAD(0), CALLDATALOAD(32))
+];
+
+fn init_code() -> Bytes {
+    hex::decode(STORE_INIT.concat()).unwrap().into()
+}
+
+fn key(account: usize) -> SecretKey {
+    SecretKey::from_byte_array(DEV_ACCOUNTS[account].1.0).unwrap()
+}
+
+fn tx(account: usize, nonce: u64, to: TxKind, value: u64, input: Bytes, gas: u64) -> Bytes {
+    sequencer::dev::sign(
+        &key(account),
+        TxEip1559 {
+            chain_id: CHAIN_ID,
+            nonce,
+            gas_limit: gas,
+            max_fee_per_gas: 20_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to,
+            value: U256::from(value),
+            access_list: Default::default(),
+            input,
+        },
+    )
+}
+
+fn store_call(slot: u64, value: u64) -> Bytes {
+    [B256::from(U256::from(slot)).0, B256::from(U256::from(value)).0].concat().into()
+}
+
+/// Submits `raws` and waits until each is executed.
+fn run(node: &Arc<Node>, raws: Vec<Bytes>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for raw in raws {
+        let hash = node.submit_raw(raw).unwrap();
+        let executed = runtime.block_on(node.wait_for_receipt(hash, Duration::from_secs(20)));
+        assert!(executed.is_some_and(|t| t.success), "{hash} failed or was not executed");
+    }
+}
+
+/// Waits until the block open now is sealed, so that the next transactions land in another
+/// block (and their diffs refer to keys the earlier blocks created).
+fn next_block(node: &Node) {
+    let open = node.chain.head_number() + 1;
+    for _ in 0..200 {
+        if node.chain.head_number() >= open {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("block {open} was not sealed");
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.storage.datadir = Some(dir.to_path_buf());
+    config.blocks.evm_block_interval = Duration::from_millis(100);
+    config
+}
+
+/// Reads the archive from genesis like a follower: every envelope opened against the dev
+/// signer, every diff decoded against the follower's own state and applied.
+fn follow(archive: &LocalArchive, node: &Node) -> MemState {
+    let state = MemState::from_genesis(&sequencer::dev::dev_alloc());
+    let mut codec = DiffCodec::from_state(&state);
+    let head = archive.last().unwrap().expect("the archive holds blocks");
+    assert_eq!(head, node.chain.head_number(), "DA holds every sealed block");
+    let signer = Signer::dev().address();
+    let (mut next_mini, mut parent_mini) = (1u64, B256::ZERO);
+    for number in 0..=head {
+        let bytes = archive.get(number, &DaPointer::default()).unwrap().expect("no gap");
+        let batch = Batch::from_bytes(number, &bytes).unwrap();
+        let (last, minis) = batch.envelopes.split_last().unwrap();
+        for raw in minis {
+            let Envelope::MiniBlock(mini) = Envelope::open(raw, signer, CHAIN_ID).unwrap() else {
+                panic!("block {number}: a block envelope before the last")
+            };
+            assert_eq!(
+                (mini.number, mini.block_number, mini.parent_hash),
+                (next_mini, number, parent_mini)
+            );
+            let diff = codec.decode(&mini.diff, &state).unwrap();
+            state.apply(&diff);
+            for record in &mini.txs {
+                let executed = node.chain.tx(&keccak256(&record.raw)).expect("a known transaction");
+                assert_eq!(executed.mini_block, mini.number);
+                assert_eq!(
+                    (record.success, record.gas_used),
+                    (executed.success, executed.gas_used)
+                );
+                assert_eq!(record.logs, executed.logs);
+                assert_eq!(record.created(), executed.contract_address);
+                assert_eq!(record.sender, executed.tx.sender);
+            }
+            next_mini += 1;
+            parent_mini = mini.hash;
+        }
+        let Envelope::Block(block) = Envelope::open(last, signer, CHAIN_ID).unwrap() else {
+            panic!("block {number}: the last envelope is not the block")
+        };
+        let sealed = node.chain.block(number).unwrap();
+        assert_eq!(block.header, sealed.header);
+        assert_eq!(block.hash(), sealed.hash);
+        assert_eq!(block.mini_blocks as usize, minis.len());
+        let first = if minis.is_empty() { 0 } else { next_mini - minis.len() as u64 };
+        assert_eq!(block.first_mini_block, first);
+    }
+    state
+}
+
+#[test]
+fn a_follower_rebuilds_the_state_from_the_archive_alone_and_a_restart_republishes_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path()), true).unwrap();
+    let deployer = DEV_ACCOUNTS[1].0;
+    let contract = deployer.create(0);
+    let fresh = |i: u8| Address::repeat_byte(0xa0 + i);
+    // New accounts, a deployment with constructor storage, then slots written, overwritten
+    // and deleted, with transfers between known accounts in between.
+    run(
+        &node,
+        vec![
+            tx(1, 0, TxKind::Create, 0, init_code(), 200_000),
+            tx(2, 0, TxKind::Call(fresh(1)), 1_000, Bytes::new(), 21_000),
+            tx(3, 0, TxKind::Call(DEV_ACCOUNTS[4].0), 7, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(&node);
+    run(
+        &node,
+        vec![
+            tx(1, 1, TxKind::Call(contract), 0, store_call(1, 11), 100_000),
+            tx(1, 2, TxKind::Call(contract), 0, store_call(2, 22), 100_000),
+            tx(2, 1, TxKind::Call(fresh(2)), 5, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(&node);
+    run(
+        &node,
+        vec![
+            tx(1, 3, TxKind::Call(contract), 0, store_call(1, 0), 100_000),
+            tx(1, 4, TxKind::Call(contract), 0, store_call(0, 43), 100_000),
+            tx(4, 0, TxKind::Call(DEV_ACCOUNTS[3].0), 9, Bytes::new(), 21_000),
+        ],
+    );
+    node.shutdown();
+    let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
+    let followed = follow(&archive, &node);
+    assert_eq!(followed.mpt_root(), node.state.mpt_root());
+    assert_eq!(followed.storage(&contract, &U256::from(2)), U256::from(22));
+    assert_eq!(followed.storage(&contract, &U256::from(1)), U256::ZERO);
+    let head = node.chain.head_number();
+    assert!(head >= 3, "the load spans blocks");
+
+    // Remove the newest batches, as if the sequencer had died before storing them: the
+    // restart replays the WAL and stores them again, byte for byte.
+    let newest: Vec<(u64, Vec<u8>)> = (head - 1..=head)
+        .map(|n| (n, archive.get(n, &DaPointer::default()).unwrap().unwrap()))
+        .collect();
+    for (n, _) in &newest {
+        std::fs::remove_file(
+            dir.path()
+                .join("archive")
+                .join(format!("{:08}", n / 10_000))
+                .join(format!("{n:012}.batch")),
+        )
+        .unwrap();
+    }
+    let again = Node::start(config(dir.path()), true).unwrap();
+    run(&again, vec![tx(2, 2, TxKind::Call(fresh(3)), 3, Bytes::new(), 21_000)]);
+    again.shutdown();
+    for (n, bytes) in &newest {
+        assert_eq!(&archive.get(*n, &DaPointer::default()).unwrap().unwrap(), bytes, "batch {n}");
+    }
+    let followed = follow(&archive, &again);
+    assert_eq!(followed.mpt_root(), again.state.mpt_root());
+}
