@@ -16,6 +16,7 @@
 //! before and after and retry if a diff landed in between (see [`MemState::consistent`]).
 
 mod codec;
+mod commitment;
 mod diff;
 mod genesis;
 mod mpt;
@@ -26,6 +27,7 @@ pub use codec::{
     CodecError, DiffCodec, EncodedSize, FORMAT_VERSION, KeyIndex, MAX_CODE_BYTES,
     MAX_PAYLOAD_BYTES, PriorState,
 };
+pub use commitment::{account_key, nomt_ops, slot_key};
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, account_info};

@@ -2,11 +2,10 @@
 //! execution of the next mini-blocks goes on while the trie is updated and written. It then
 //! completes the block's header (parent hash, state root) and publishes the sealed block.
 //!
-//! Key paths: an account at keccak256(address), a slot at keccak256(address ‖ slot). Values:
-//! an account as nonce (8 bytes BE) ‖ balance (32 BE) ‖ code hash (32); a slot as 32 bytes BE.
+//! The key paths and values committed are memstate's ([`memstate::nomt_ops`]), so that a
+//! follower computes the same root from the same diffs.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -22,10 +21,10 @@ use alloy_consensus::{
     proofs,
 };
 use alloy_eips::{Typed2718, eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
-use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256, keccak256};
+use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256};
 use alloy_rlp::Encodable;
 use memstate::StateDiff;
-use nomt::{KeyReadWrite, Nomt, Options, SessionParams, hasher::Blake3Hasher};
+use nomt::{Nomt, Options, SessionParams, hasher::Blake3Hasher};
 use revm::primitives::hardfork::SpecId;
 
 use crate::publish::{ArchivedGate, FeedEvent, FeedSender};
@@ -61,41 +60,7 @@ pub struct BlockToSeal {
     pub checkpoint: Option<Checkpoint>,
 }
 
-/// NOMT key path of an account.
-pub fn account_key(address: &Address) -> [u8; 32] {
-    keccak256(address).0
-}
-
-/// NOMT key path of a storage slot.
-pub fn slot_key(address: &Address, slot: &U256) -> [u8; 32] {
-    let mut buf = [0u8; 52];
-    buf[..20].copy_from_slice(address.as_slice());
-    buf[20..].copy_from_slice(&slot.to_be_bytes::<32>());
-    keccak256(buf).0
-}
-
-/// The NOMT operations for a block's diff, sorted by key path as NOMT requires.
-pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], KeyReadWrite)> {
-    let mut ops: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
-    for (address, slot) in wiped {
-        ops.insert(slot_key(address, slot), None);
-    }
-    for (address, change) in &diff.accounts {
-        let value = change.info.map(|info| {
-            let mut v = Vec::with_capacity(72);
-            v.extend_from_slice(&info.nonce.to_be_bytes());
-            v.extend_from_slice(&info.balance.to_be_bytes::<32>());
-            v.extend_from_slice(info.code_hash.as_slice());
-            v
-        });
-        ops.insert(account_key(address), value);
-        for (slot, value) in &change.storage {
-            let value = (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec());
-            ops.insert(slot_key(address, slot), value);
-        }
-    }
-    ops.into_iter().map(|(k, v)| (k, KeyReadWrite::Write(v))).collect()
-}
+pub use memstate::{account_key, nomt_ops, slot_key};
 
 /// The consensus receipt of an executed transaction.
 pub fn consensus_receipt(tx: &ExecutedTx) -> ReceiptEnvelope<Log> {
@@ -369,6 +334,7 @@ fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, 
 mod tests {
     use super::*;
     use memstate::{AccountData, AccountDiff};
+    use nomt::KeyReadWrite;
 
     #[test]
     fn ops_are_sorted_and_deletions_are_none() {

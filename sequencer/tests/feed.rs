@@ -198,4 +198,93 @@ fn a_follower_rebuilds_the_state_from_the_archive_alone_and_a_restart_republishe
     }
     let followed = follow(&archive, &again);
     assert_eq!(followed.mpt_root(), again.state.mpt_root());
+
+    // The full node's follower: the same archive, every root checked against its own NOMT.
+    let head = again.chain.head_number();
+    let mut node = follower(dir.path(), "nomt-a");
+    assert_eq!(node.catch_up(&archive).unwrap(), head + 1);
+    assert_eq!(node.next_block(), head + 1);
+    assert_eq!(node.state().mpt_root(), again.state.mpt_root());
+    for n in 0..=head {
+        assert_eq!(node.headers()[n as usize], again.chain.block(n).unwrap().header);
+    }
+}
+
+fn follower(dir: &std::path::Path, name: &str) -> fullnode::Follower {
+    let config = fullnode::FollowerConfig {
+        chain_id: CHAIN_ID,
+        sequencer: Signer::dev().address(),
+        genesis: sequencer::dev::dev_alloc(),
+        nomt_buckets: 1024,
+    };
+    fullnode::Follower::new(config, &dir.join(name)).unwrap()
+}
+
+/// Forged, altered, replayed and wrong-root input is refused with its reason; only the wrong
+/// root (signed by the sequencer's own key) changes state, and then the follower stops.
+#[test]
+fn a_follower_refuses_forgeries_replays_and_a_wrong_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path()), true).unwrap();
+    run(&node, vec![tx(2, 0, TxKind::Call(Address::repeat_byte(0xb1)), 9, Bytes::new(), 21_000)]);
+    next_block(&node);
+    node.shutdown();
+    let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
+    let head = node.chain.head_number();
+    let batch = |n: u64| {
+        Batch::from_bytes(n, &archive.get(n, &DaPointer::default()).unwrap().unwrap()).unwrap()
+    };
+    let mut f = follower(dir.path(), "nomt-b");
+    f.apply_batch(0, &archive.get(0, &DaPointer::default()).unwrap().unwrap()).unwrap();
+    // Block 1 holds the transfer's mini-block.
+    let one = batch(1);
+    assert!(one.envelopes.len() >= 2);
+    let mini = one.envelopes[0].clone();
+
+    let mut altered = mini.to_vec();
+    let at = altered.len() / 2;
+    altered[at] ^= 1;
+    assert!(matches!(f.apply_signed(&altered), Err(fullnode::FollowError::Envelope(_))));
+    let Envelope::MiniBlock(opened) =
+        Envelope::open(&mini, Signer::dev().address(), CHAIN_ID).unwrap()
+    else {
+        panic!("a mini-block")
+    };
+    let forged = Envelope::MiniBlock(opened.clone()).sign(&Signer::random());
+    assert!(matches!(f.apply_signed(&forged), Err(fullnode::FollowError::Envelope(_))));
+    // A diff that does not decode (signed by the right key): refused, nothing applied.
+    let mut garbage = opened.clone();
+    garbage.diff = Bytes::from_static(&[1, 0, 3, 1, 2]);
+    let garbage = Envelope::MiniBlock(garbage).sign(&Signer::dev());
+    assert!(matches!(f.apply_signed(&garbage), Err(fullnode::FollowError::Diff { .. })));
+    assert_eq!(
+        f.state().mpt_root(),
+        MemState::from_genesis(&sequencer::dev::dev_alloc()).mpt_root()
+    );
+
+    f.apply_signed(&mini).unwrap();
+    assert!(
+        matches!(f.apply_signed(&mini), Err(fullnode::FollowError::OutOfOrder { .. })),
+        "a replay"
+    );
+    for e in &one.envelopes[1..one.envelopes.len() - 1] {
+        f.apply_signed(e).unwrap();
+    }
+    // The block envelope with another state root, signed by the sequencer's key.
+    let Envelope::Block(mut block) =
+        Envelope::open(one.envelopes.last().unwrap(), Signer::dev().address(), CHAIN_ID).unwrap()
+    else {
+        panic!("a block")
+    };
+    block.header.state_root = B256::repeat_byte(0x66);
+    let wrong = Envelope::Block(block).sign(&Signer::dev());
+    assert!(matches!(
+        f.apply_signed(&wrong),
+        Err(fullnode::FollowError::RootMismatch { block: 1, .. })
+    ));
+    assert!(matches!(
+        f.apply_signed(one.envelopes.last().unwrap()),
+        Err(fullnode::FollowError::Diverged(1))
+    ));
+    assert!(head >= 1);
 }

@@ -9,6 +9,7 @@
 //! networking beyond the EigenDA proxy's HTTP client; the libp2p protocol is built on it.
 
 mod da;
+pub mod dev;
 mod envelope;
 
 pub use da::{

@@ -1,0 +1,264 @@
+//! Following the sequencer: signed envelopes in, state out, every EVM block's root checked.
+
+use std::path::Path;
+
+use alloy_consensus::Header;
+use alloy_primitives::{Address, B256, U256};
+use feed::{Batch, DaPointer, DaSource, Envelope, EnvelopeError, MiniBlockEnvelope};
+use memstate::{CodecError, DiffCodec, GenesisAlloc, MemState, StateDiff};
+use nomt::{Nomt, Options, SessionParams, hasher::Blake3Hasher};
+
+/// Why the follower stopped taking input.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// An envelope that is not the sequencer's, or not well formed. Nothing was applied.
+    #[error("envelope refused: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// A diff that does not decode against this node's state. Nothing was applied.
+    #[error("mini-block {number}: {source}")]
+    Diff {
+        /// The mini-block.
+        number: u64,
+        /// Why.
+        source: CodecError,
+    },
+    /// An envelope out of sequence (a gap, a replay, another branch). Nothing was applied.
+    #[error("out of order: expected {expected}, got {got}")]
+    OutOfOrder {
+        /// What was expected next.
+        expected: String,
+        /// What came.
+        got: String,
+    },
+    /// The DA backend.
+    #[error(transparent)]
+    Da(#[from] feed::DaError),
+    /// The state after a block does not have the block's root: this node's state is wrong from
+    /// here on. It stops; serving resumes only after a re-sync.
+    #[error("block {block}: state root {ours} differs from the sequencer's {theirs}")]
+    RootMismatch {
+        /// The block.
+        block: u64,
+        /// Root computed here.
+        ours: B256,
+        /// Root in the signed header.
+        theirs: B256,
+    },
+    /// An earlier root mismatch: nothing more is applied.
+    #[error("stopped after a state-root mismatch at block {0}; re-sync")]
+    Diverged(u64),
+    /// NOMT failed.
+    #[error("NOMT: {0}")]
+    Nomt(String),
+}
+
+/// What the follower needs to know.
+#[derive(Clone, Debug)]
+pub struct FollowerConfig {
+    /// Chain id envelopes must be signed for.
+    pub chain_id: u64,
+    /// Address of the sequencer's feed key.
+    pub sequencer: Address,
+    /// The chain's genesis.
+    pub genesis: GenesisAlloc,
+    /// NOMT hash-table buckets (as the sequencer's `storage.nomt_buckets`).
+    pub nomt_buckets: u32,
+}
+
+/// A node that applies the sequencer's diffs to its own state and commits them to its own NOMT,
+/// checking the root at every EVM block.
+pub struct Follower {
+    config: FollowerConfig,
+    state: MemState,
+    codec: DiffCodec,
+    nomt: Nomt<Blake3Hasher>,
+    /// The next EVM block expected.
+    next_block: u64,
+    next_mini: u64,
+    last_mini_hash: B256,
+    parent_hash: B256,
+    /// The diffs and wiped slots of the block being received.
+    block_diffs: Vec<StateDiff>,
+    block_wiped: Vec<(Address, U256)>,
+    /// The header of every applied block.
+    headers: Vec<Header>,
+    /// Genesis root, until block 0's header confirms it.
+    genesis_root: B256,
+    diverged: Option<u64>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").field("next_block", &self.next_block).finish_non_exhaustive()
+    }
+}
+
+impl Follower {
+    /// A follower at genesis, with its NOMT database in `nomt_dir` (emptied first: it is derived
+    /// data).
+    pub fn new(config: FollowerConfig, nomt_dir: &Path) -> Result<Self, FollowError> {
+        if nomt_dir.exists() {
+            std::fs::remove_dir_all(nomt_dir).map_err(|e| FollowError::Nomt(e.to_string()))?;
+        }
+        let mut options = Options::new();
+        options.path(nomt_dir);
+        options.hashtable_buckets(config.nomt_buckets);
+        let nomt =
+            Nomt::<Blake3Hasher>::open(options).map_err(|e| FollowError::Nomt(e.to_string()))?;
+        let state = MemState::new();
+        let diff = memstate::genesis_diff(&config.genesis);
+        let wiped = state.apply(&diff);
+        let genesis_root = commit(&nomt, &diff, &wiped)?;
+        let codec = DiffCodec::from_state(&state);
+        Ok(Self {
+            config,
+            state,
+            codec,
+            nomt,
+            next_block: 0,
+            next_mini: 1,
+            last_mini_hash: B256::ZERO,
+            parent_hash: B256::ZERO,
+            block_diffs: Vec::new(),
+            block_wiped: Vec::new(),
+            headers: Vec::new(),
+            genesis_root,
+            diverged: None,
+        })
+    }
+
+    /// The state (through the newest applied mini-block).
+    pub fn state(&self) -> &MemState {
+        &self.state
+    }
+
+    /// The next EVM block expected.
+    pub fn next_block(&self) -> u64 {
+        self.next_block
+    }
+
+    /// Headers of the applied blocks, by number.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// Opens (signature, chain) and applies one signed envelope.
+    pub fn apply_signed(&mut self, bytes: &[u8]) -> Result<(), FollowError> {
+        let envelope = Envelope::open(bytes, self.config.sequencer, self.config.chain_id)?;
+        self.apply(envelope)
+    }
+
+    /// Applies one opened envelope: a mini-block's diff, or a block's root check.
+    pub fn apply(&mut self, envelope: Envelope) -> Result<(), FollowError> {
+        if let Some(block) = self.diverged {
+            return Err(FollowError::Diverged(block));
+        }
+        match envelope {
+            Envelope::MiniBlock(mini) => self.apply_mini_block(&mini),
+            Envelope::Block(block) => self.apply_block(&block.header, block.mini_blocks),
+        }
+    }
+
+    fn apply_mini_block(&mut self, mini: &MiniBlockEnvelope) -> Result<(), FollowError> {
+        let position = (mini.number, mini.block_number, mini.parent_hash);
+        let expected = (self.next_mini, self.next_block, self.last_mini_hash);
+        if position != expected {
+            return Err(FollowError::OutOfOrder {
+                expected: format!(
+                    "mini-block {} of block {} after {}",
+                    expected.0, expected.1, expected.2
+                ),
+                got: format!(
+                    "mini-block {} of block {} after {}",
+                    position.0, position.1, position.2
+                ),
+            });
+        }
+        let diff = {
+            let view = self.state.view();
+            self.codec
+                .decode(&mini.diff, &view)
+                .map_err(|source| FollowError::Diff { number: mini.number, source })?
+        };
+        self.block_wiped.extend(self.state.apply(&diff));
+        self.block_diffs.push(diff);
+        self.next_mini += 1;
+        self.last_mini_hash = mini.hash;
+        Ok(())
+    }
+
+    fn apply_block(&mut self, header: &Header, mini_blocks: u32) -> Result<(), FollowError> {
+        if header.number != self.next_block || header.parent_hash != self.parent_hash {
+            return Err(FollowError::OutOfOrder {
+                expected: format!("block {} on {}", self.next_block, self.parent_hash),
+                got: format!("block {} on {}", header.number, header.parent_hash),
+            });
+        }
+        if mini_blocks as usize != self.block_diffs.len() {
+            return Err(FollowError::OutOfOrder {
+                expected: format!(
+                    "block {} after {} mini-blocks",
+                    header.number,
+                    self.block_diffs.len()
+                ),
+                got: format!("a block of {mini_blocks} mini-blocks"),
+            });
+        }
+        let ours = if header.number == 0 {
+            self.genesis_root
+        } else {
+            let merged = StateDiff::merged(self.block_diffs.iter());
+            commit(&self.nomt, &merged, &self.block_wiped)?
+        };
+        self.block_diffs.clear();
+        self.block_wiped.clear();
+        if ours != header.state_root {
+            self.diverged = Some(header.number);
+            tracing::error!(block = header.number, %ours, theirs = %header.state_root, "STATE ROOT MISMATCH: this node stops applying; re-sync");
+            return Err(FollowError::RootMismatch {
+                block: header.number,
+                ours,
+                theirs: header.state_root,
+            });
+        }
+        self.parent_hash = header.hash_slow();
+        self.headers.push(header.clone());
+        self.next_block += 1;
+        metrics::gauge!("fullnode_block_number").set(header.number as f64);
+        tracing::debug!(block = header.number, root = %ours, "block applied");
+        Ok(())
+    }
+
+    /// Applies one DA batch (every envelope of block `number`).
+    pub fn apply_batch(&mut self, number: u64, bytes: &[u8]) -> Result<(), FollowError> {
+        let batch = Batch::from_bytes(number, bytes)?;
+        for envelope in &batch.envelopes {
+            self.apply_signed(envelope)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every batch `source` has from the next block on; returns how many blocks.
+    pub fn catch_up(&mut self, source: &dyn DaSource) -> Result<u64, FollowError> {
+        let mut applied = 0;
+        while let Some(bytes) = source.get(self.next_block, &DaPointer::default())? {
+            self.apply_batch(self.next_block, &bytes)?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+}
+
+fn commit(
+    nomt: &Nomt<Blake3Hasher>,
+    diff: &StateDiff,
+    wiped: &[(Address, U256)],
+) -> Result<B256, FollowError> {
+    let session = nomt.begin_session(SessionParams::default());
+    let finished = session
+        .finish(memstate::nomt_ops(diff, wiped))
+        .map_err(|e| FollowError::Nomt(e.to_string()))?;
+    let root = B256::from(finished.root().into_inner());
+    finished.commit(nomt).map_err(|e| FollowError::Nomt(e.to_string()))?;
+    Ok(root)
+}
