@@ -77,6 +77,8 @@ fn start_node(
     config.storage.datadir = Some(dir.path().to_path_buf());
     config.storage.nomt_buckets = (p.alloc.len() as u32 / 8).max(16_384);
     config.metrics.enabled = false;
+    // The whole pipeline, gossip included, on a loopback port of its own.
+    config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.chain.hardfork = <&str>::from(p.kind.spec()).to_ascii_lowercase();
     config.blocks.evm_block_interval = settings.block_time;
     config.blocks.mini_block_interval = settings.mini_block_time;

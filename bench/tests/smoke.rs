@@ -25,6 +25,7 @@ fn run_all_with(
 ) -> (std::sync::Arc<sequencer::Node>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     config.storage.datadir = Some(dir.path().to_path_buf());
+    config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     let node =
         sequencer::Node::start_with_alloc(config, false, Some((*prepared.alloc).clone())).unwrap();
     for result in node.submit_batch(prepared.txs.to_vec()) {

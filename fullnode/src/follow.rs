@@ -52,6 +52,17 @@ pub enum FollowError {
     Nomt(String),
 }
 
+/// Where an envelope fits, as [`Follower::offer`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// It was the next one and is applied.
+    Applied,
+    /// Already applied (a duplicate or a replay): nothing to do.
+    Stale,
+    /// Later than the next one: something is missing; catch up first.
+    Ahead,
+}
+
 /// What the follower needs to know.
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
@@ -148,6 +159,45 @@ impl Follower {
         self.apply(envelope)
     }
 
+    /// Opens a signed envelope from the network and applies it if it is the next one; says
+    /// where it fits otherwise. Errors are those of [`Follower::apply`].
+    pub fn offer(&mut self, bytes: &[u8]) -> Result<Offer, FollowError> {
+        let envelope = Envelope::open(bytes, self.config.sequencer, self.config.chain_id)?;
+        let order = match &envelope {
+            Envelope::MiniBlock(m) => m.number.cmp(&self.next_mini),
+            Envelope::Block(b) => match b.header.number.cmp(&self.next_block) {
+                // A block whose mini-blocks have not all arrived: one is missing.
+                std::cmp::Ordering::Equal if b.mini_blocks as usize != self.block_diffs.len() => {
+                    std::cmp::Ordering::Greater
+                }
+                order => order,
+            },
+        };
+        match order {
+            std::cmp::Ordering::Less => Ok(Offer::Stale),
+            std::cmp::Ordering::Greater => Ok(Offer::Ahead),
+            std::cmp::Ordering::Equal => self.apply(envelope).map(|()| Offer::Applied),
+        }
+    }
+
+    /// Applies block `number`'s batch from where this node is: envelopes it already applied
+    /// (from gossip) are skipped.
+    pub fn offer_batch(&mut self, number: u64, bytes: &[u8]) -> Result<(), FollowError> {
+        let batch = Batch::from_bytes(number, bytes)?;
+        for envelope in &batch.envelopes {
+            if self.offer(envelope)? == Offer::Ahead {
+                return Err(FollowError::OutOfOrder {
+                    expected: format!(
+                        "block {} from mini-block {}",
+                        self.next_block, self.next_mini
+                    ),
+                    got: format!("a batch of block {number} that does not continue it"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one opened envelope: a mini-block's diff, or a block's root check.
     pub fn apply(&mut self, envelope: Envelope) -> Result<(), FollowError> {
         if let Some(block) = self.diverged {
@@ -225,7 +275,7 @@ impl Follower {
         self.headers.push(header.clone());
         self.next_block += 1;
         metrics::gauge!("fullnode_block_number").set(header.number as f64);
-        tracing::debug!(block = header.number, root = %ours, "block applied");
+        tracing::info!(block = header.number, root = %ours, mini_blocks, "block applied, state root checked");
         Ok(())
     }
 
@@ -242,7 +292,7 @@ impl Follower {
     pub fn catch_up(&mut self, source: &dyn DaSource) -> Result<u64, FollowError> {
         let mut applied = 0;
         while let Some(bytes) = source.get(self.next_block, &DaPointer::default())? {
-            self.apply_batch(self.next_block, &bytes)?;
+            self.offer_batch(self.next_block, &bytes)?;
             applied += 1;
         }
         Ok(applied)

@@ -1,8 +1,8 @@
-//! The `fullnode` binary. For now it follows a sequencer's DA archive directory: it applies
-//! every batch there (checking signatures, decoding diffs, checking every block's state root),
-//! then waits for new ones.
+//! The `fullnode` binary: follows the sequencer over libp2p (and first from its DA archive
+//! when given one), applying every signed diff and checking every block's state root. After a
+//! root mismatch it re-syncs from genesis.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
 use alloy_primitives::Address;
 use clap::Parser;
@@ -18,13 +18,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Follows the sequencer: applies its signed state diffs and checks every state root"
 )]
 struct Cli {
-    /// The sequencer's DA archive directory (its `feed.archive_dir`, by default
-    /// `<datadir>/archive`).
+    /// Catch up from this DA archive directory first (the sequencer's `feed.archive_dir`, by
+    /// default `<datadir>/archive`).
     #[arg(long)]
-    archive: PathBuf,
-    /// Follow a `sequencer --dev` chain: the dev genesis, the dev feed signer, chain 31337.
+    archive: Option<PathBuf>,
+    /// Follow a `sequencer --dev` on this host: the dev genesis, the dev feed signer, chain
+    /// 31337, and the sequencer's dev p2p address as bootstrap.
     #[arg(long)]
     dev: bool,
+    /// Multiaddr of a peer to follow (repeatable); `--dev` adds /ip4/127.0.0.1/tcp/30333.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<p2p::Address>,
+    /// libp2p listen multiaddr. Default /ip4/127.0.0.1/tcp/0 (a free port).
+    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/127.0.0.1/tcp/0")]
+    p2p_listen: p2p::Address,
     /// Address of the sequencer's feed key (required without `--dev`).
     #[arg(long)]
     sequencer: Option<Address>,
@@ -40,8 +47,8 @@ struct Cli {
     /// NOMT hash-table buckets (as the sequencer's `storage.nomt_buckets`).
     #[arg(long, default_value_t = 16_384)]
     nomt_buckets: u32,
-    /// Apply what the archive holds, then exit instead of waiting for more.
-    #[arg(long)]
+    /// Apply what the archive holds, then exit instead of following the network.
+    #[arg(long, requires = "archive")]
     once: bool,
 }
 
@@ -89,24 +96,57 @@ fn config(cli: &Cli) -> Result<FollowerConfig, String> {
 }
 
 fn run(cli: &Cli, config: FollowerConfig) -> Result<(), String> {
-    let archive = LocalArchive::open(&cli.archive).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cli.datadir).map_err(|e| format!("{}: {e}", cli.datadir.display()))?;
-    let mut follower =
-        Follower::new(config, &cli.datadir.join("nomt")).map_err(|e| e.to_string())?;
+    let nomt_dir = cli.datadir.join("nomt");
+    let archive = match &cli.archive {
+        Some(dir) => Some(LocalArchive::open(dir).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let start = |config: &FollowerConfig| -> Result<Follower, String> {
+        let mut follower = Follower::new(config.clone(), &nomt_dir).map_err(|e| e.to_string())?;
+        if let Some(archive) = &archive {
+            let applied = follower.catch_up(archive).map_err(|e| e.to_string())?;
+            report(&follower, applied);
+        }
+        Ok(follower)
+    };
+    let mut follower = start(&config)?;
+    if cli.once {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut bootstrap = cli.bootstrap.clone();
+    if cli.dev {
+        bootstrap.push("/ip4/127.0.0.1/tcp/30333".parse().expect("a multiaddr"));
+    }
+    let p2p_config = p2p::P2pConfig {
+        chain_id: config.chain_id,
+        listen: vec![cli.p2p_listen.clone()],
+        bootstrap,
+    };
+    let (net, events) = p2p::P2p::start(runtime.handle(), p2p::random_key(), p2p_config, None)
+        .map_err(|e| e.to_string())?;
+    println!("following as peer {}", net.peer_id());
     loop {
-        let applied = follower.catch_up(&archive).map_err(|e| e.to_string())?;
-        if applied > 0 {
-            let head = follower.headers().last().expect("applied blocks");
-            println!(
-                "applied through block {} (state root {}, {} accounts)",
-                head.number,
-                head.state_root,
-                follower.state().account_count()
-            );
+        if let Err(err) = fullnode::follow_network(&mut follower, &net, &events, |_| false) {
+            tracing::error!(%err, "re-syncing from genesis");
+            follower = start(&config)?;
         }
-        if cli.once {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn report(follower: &Follower, applied: u64) {
+    if applied > 0 {
+        let head = follower.headers().last().expect("applied blocks");
+        println!(
+            "applied through block {} (state root {}, {} accounts)",
+            head.number,
+            head.state_root,
+            follower.state().account_count()
+        );
     }
 }

@@ -63,6 +63,36 @@ pub struct Config {
     /// `[feed]`: the signed output stream (mini-blocks, blocks, state diffs) and its data
     /// availability.
     pub feed: FeedConfig,
+    /// `[p2p]`: gossiping the feed and serving batches over libp2p.
+    pub p2p: P2pSection,
+}
+
+/// `[p2p]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pSection {
+    /// Gossip every envelope and serve DA batches to followers. Needs `feed.da` on. Default
+    /// true.
+    pub enabled: bool,
+    /// Listen multiaddrs. Default `["/ip4/0.0.0.0/tcp/30333", "/ip4/0.0.0.0/udp/30333/quic-v1"]`;
+    /// `--dev` listens on 127.0.0.1 instead, where `fullnode --dev` looks.
+    pub listen: Vec<String>,
+    /// Multiaddrs of peers to dial at start. Default none.
+    pub bootstrap: Vec<String>,
+    /// The node's libp2p identity (an ed25519 key, libp2p's protobuf encoding), created when
+    /// missing. Default `<datadir>/p2p.key`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec!["/ip4/0.0.0.0/tcp/30333".into(), "/ip4/0.0.0.0/udp/30333/quic-v1".into()],
+            bootstrap: Vec::new(),
+            key_file: None,
+        }
+    }
 }
 
 /// Where each EVM block's signed envelopes are stored.
@@ -403,6 +433,17 @@ impl Config {
                 }
                 Some(_) => {}
             }
+        }
+        for addr in self.p2p.listen.iter().chain(&self.p2p.bootstrap) {
+            if addr.parse::<p2p::Address>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "p2p.listen / p2p.bootstrap",
+                    reason: format!("{addr:?} is not a multiaddr"),
+                });
+            }
+        }
+        if self.p2p.enabled && self.feed.da == DaBackend::Off {
+            return invalid("p2p.enabled", "needs feed.da on (the feed is what it gossips)");
         }
         if self.feed.eigenda_timeout.is_zero() {
             return invalid("feed.eigenda_timeout", "must be greater than 0");

@@ -38,6 +38,13 @@ struct Cli {
     /// Do not serve metrics.
     #[arg(long)]
     no_metrics: bool,
+    /// libp2p listen multiaddr (repeatable), e.g. "/ip4/0.0.0.0/tcp/30333". Overrides
+    /// p2p.listen.
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Vec<String>,
+    /// Do not gossip the feed over libp2p. Sets p2p.enabled = false.
+    #[arg(long)]
+    no_p2p: bool,
     /// EVM block interval, e.g. "1s". Overrides blocks.evm_block_interval.
     #[arg(long, value_name = "DURATION", value_parser = duration_str::parse)]
     block_time: Option<std::time::Duration>,
@@ -85,6 +92,12 @@ fn main() -> ExitCode {
     }
     if cli.no_metrics {
         config.metrics.enabled = false;
+    }
+    if !cli.p2p_listen.is_empty() {
+        config.p2p.listen = cli.p2p_listen.clone();
+    }
+    if cli.no_p2p {
+        config.p2p.enabled = false;
     }
     if let Some(t) = cli.block_time {
         config.blocks.evm_block_interval = t;

@@ -117,6 +117,7 @@ pub struct Node {
     pub pool: Arc<Pool>,
     /// The signed feed and its DA (`None` when `feed.da = "off"`).
     pub publisher: Option<crate::publish::Publisher>,
+    network: Mutex<Option<crate::publish::Network>>,
     waiters: Mutex<HashMap<B256, Vec<Waiter>>>,
     wake: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
@@ -259,8 +260,20 @@ impl Node {
             cpus: placement.nomt_cpus(),
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
-        let publisher =
-            crate::publish::Publisher::start(&config.feed, &datadir, dev, config.chain.chain_id)?;
+        let network = crate::publish::Network::start(
+            &config.p2p,
+            &config.feed,
+            &datadir,
+            dev,
+            config.chain.chain_id,
+        )?;
+        let publisher = crate::publish::Publisher::start(
+            &config.feed,
+            &datadir,
+            dev,
+            config.chain.chain_id,
+            network.as_ref().map(|n| n.p2p.clone()),
+        )?;
         let feed = publisher.as_ref().and_then(|p| Some((p.sender()?, p.archived())));
         let (committer, root) =
             Committer::start(nomt, spec, chain.clone(), store, checkpoints, initial, feed)?;
@@ -295,6 +308,7 @@ impl Node {
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
             publisher,
+            network: Mutex::new(network),
             waiters: Mutex::new(HashMap::new()),
             wake: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
@@ -474,6 +488,14 @@ impl Node {
         if let Some(publisher) = &self.publisher {
             publisher.finish();
         }
+        if let Some(network) = self.network.lock().as_mut() {
+            network.stop();
+        }
+    }
+
+    /// The libp2p peer id and listen addresses, when the network runs.
+    pub fn p2p(&self) -> Option<p2p::P2p> {
+        self.network.lock().as_ref().map(|n| n.p2p.clone())
     }
 
     /// True once the builder has stopped (after [`Node::shutdown`] or a fatal error).
@@ -1004,6 +1026,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.storage.datadir = Some(dir.path().to_path_buf());
+        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
         let node = Node::start(config.clone(), true).unwrap();
         let hash = node.submit_raw(transfer(0)).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -22,15 +22,119 @@ use std::{
 
 use alloy_primitives::{B256, Bytes};
 use feed::{
-    Batch, BlockEnvelope, DaSink, EigenDaProxy, Envelope, LocalArchive, MiniBlockEnvelope,
-    PointerLog, Signer, TxRecord,
+    Batch, BlockEnvelope, DaSink, DaSource, EigenDaProxy, Envelope, LocalArchive,
+    MiniBlockEnvelope, PointerLog, Signer, TxRecord,
 };
+use p2p::{P2p, Topic};
 use parking_lot::Mutex;
 
 use crate::{
     chain::{MiniBlock, SealedBlock},
-    config::{DaBackend, FeedConfig},
+    config::{DaBackend, FeedConfig, P2pSection},
 };
+
+/// The libp2p network of a sequencer: its handle and the runtime it runs on.
+#[derive(Debug)]
+pub struct Network {
+    /// The handle.
+    pub p2p: P2p,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Network {
+    /// Starts the network for `section` (`None` when disabled or DA is off), serving batches
+    /// from the local archive when that is the DA backend. Gossip from other peers is not
+    /// forwarded: the sequencer is where the feed starts.
+    pub fn start(
+        section: &P2pSection,
+        feed: &FeedConfig,
+        datadir: &Path,
+        dev: bool,
+        chain_id: u64,
+    ) -> Result<Option<Self>, PublishError> {
+        if !section.enabled || feed.da == DaBackend::Off {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("p2p")
+            .enable_all()
+            .build()
+            .map_err(|e| PublishError::P2p(p2p::P2pError::Setup(e.to_string())))?;
+        let key = if dev {
+            p2p::random_key()
+        } else {
+            load_or_create_p2p_key(
+                &section.key_file.clone().unwrap_or_else(|| datadir.join("p2p.key")),
+            )?
+        };
+        let parse = |list: &[String]| -> Vec<p2p::Address> {
+            list.iter().filter_map(|a| a.parse().ok()).collect()
+        };
+        let mut listen = parse(&section.listen);
+        if dev && section.listen == P2pSection::default().listen {
+            listen = parse(&[
+                "/ip4/127.0.0.1/tcp/30333".into(),
+                "/ip4/127.0.0.1/udp/30333/quic-v1".into(),
+            ]);
+        }
+        let server: Option<p2p::BatchServer> = match feed.da {
+            DaBackend::Archive => {
+                let archive = LocalArchive::open(
+                    &feed.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
+                )?;
+                Some(Arc::new(move |n| archive.get(n, &feed::DaPointer::default()).ok().flatten()))
+            }
+            _ => None,
+        };
+        let config = p2p::P2pConfig { chain_id, listen, bootstrap: parse(&section.bootstrap) };
+        let (p2p, events) = P2p::start(runtime.handle(), key, config, server)?;
+        tracing::info!(peer_id = %p2p.peer_id(), "p2p started");
+        let reporter = p2p.clone();
+        std::thread::Builder::new()
+            .name("p2p-events".into())
+            .spawn(move || {
+                for event in events {
+                    if let p2p::Event::Message { id, source, .. } = event {
+                        reporter.report(id, source, p2p::Verdict::Ignore);
+                    }
+                }
+            })
+            .map_err(|e| PublishError::P2p(p2p::P2pError::Setup(e.to_string())))?;
+        Ok(Some(Self { p2p, runtime: Some(runtime) }))
+    }
+
+    /// Stops the network.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Reads the libp2p identity at `path`, or creates one there.
+fn load_or_create_p2p_key(path: &Path) -> Result<p2p::Keypair, PublishError> {
+    let err = |reason: String| PublishError::Key { path: path.to_path_buf(), reason };
+    match std::fs::read(path) {
+        Ok(bytes) => p2p::Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::{io::Write, os::unix::fs::OpenOptionsExt};
+            let key = p2p::random_key();
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
 
 /// Why the publisher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +150,9 @@ pub enum PublishError {
     /// The DA backend.
     #[error(transparent)]
     Da(#[from] feed::DaError),
+    /// The libp2p network.
+    #[error(transparent)]
+    P2p(#[from] p2p::P2pError),
 }
 
 /// What the publisher is told.
@@ -99,6 +206,7 @@ impl Publisher {
         datadir: &Path,
         dev: bool,
         chain_id: u64,
+        network: Option<P2p>,
     ) -> Result<Option<Self>, PublishError> {
         let sink: Box<dyn DaSink> = match config.da {
             DaBackend::Off => return Ok(None),
@@ -134,6 +242,7 @@ impl Publisher {
             pending: BTreeMap::new(),
             archived: archived.clone(),
             stop: stop.clone(),
+            network,
         };
         let thread = std::thread::Builder::new()
             .name("feed-publisher".into())
@@ -236,6 +345,7 @@ struct Worker {
     pending: BTreeMap<u64, Vec<(u64, Bytes)>>,
     archived: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    network: Option<P2p>,
 }
 
 impl Worker {
@@ -259,6 +369,9 @@ impl Worker {
                     });
                     let signed = envelope.sign(&self.signer);
                     metrics::counter!("feed_envelopes_total", "kind" => "mini_block").increment(1);
+                    if let Some(network) = &self.network {
+                        network.publish(Topic::MiniBlocks, signed.to_vec());
+                    }
                     self.pending.entry(mini.block_number).or_default().push((mini.number, signed));
                 }
                 FeedEvent::Block(block) => self.publish_block(&block),
@@ -278,7 +391,11 @@ impl Worker {
             mini_blocks: minis.len() as u32,
         }));
         let mut envelopes: Vec<Bytes> = minis.into_iter().map(|(_, e)| e).collect();
-        envelopes.push(envelope.sign(&self.signer));
+        let signed = envelope.sign(&self.signer);
+        if let Some(network) = &self.network {
+            network.publish(Topic::Blocks, signed.to_vec());
+        }
+        envelopes.push(signed);
         metrics::counter!("feed_envelopes_total", "kind" => "block").increment(1);
         let batch = Batch { number, envelopes }.to_bytes();
         let mut backoff = Duration::from_millis(100);

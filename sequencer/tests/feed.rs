@@ -78,6 +78,7 @@ fn next_block(node: &Node) {
 fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.storage.datadir = Some(dir.to_path_buf());
+    config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.blocks.evm_block_interval = Duration::from_millis(100);
     config
 }
@@ -287,4 +288,141 @@ fn a_follower_refuses_forgeries_replays_and_a_wrong_root() {
         Err(fullnode::FollowError::Diverged(1))
     ));
     assert!(head >= 1);
+}
+
+fn listen_addr(net: &p2p::P2p) -> p2p::Address {
+    for _ in 0..200 {
+        if let Some(addr) = net.listening().unwrap().into_iter().next() {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("not listening")
+}
+
+/// A full node's follower on its own thread, following `peer` over libp2p until it has
+/// applied block `until` (or 60 s pass); returns it with its network handle.
+fn follow_over_p2p(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    name: &'static str,
+    peer: p2p::Address,
+) -> (p2p::P2p, std::sync::mpsc::Receiver<p2p::Event>, fullnode::Follower) {
+    let config = p2p::P2pConfig {
+        chain_id: CHAIN_ID,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![peer],
+    };
+    let (net, events) = p2p::P2p::start(rt.handle(), p2p::random_key(), config, None).unwrap();
+    (net, events, follower(dir, name))
+}
+
+fn run_until(
+    f: &mut fullnode::Follower,
+    net: &p2p::P2p,
+    events: &std::sync::mpsc::Receiver<p2p::Event>,
+    block: u64,
+) {
+    let started = std::time::Instant::now();
+    fullnode::follow_network(f, net, events, |f| {
+        f.next_block() > block || started.elapsed() > Duration::from_secs(60)
+    })
+    .unwrap();
+    assert!(f.next_block() > block, "block {block} not reached; at {}", f.next_block());
+}
+
+/// Two full nodes follow over libp2p under a mixed load, one joining late (catching up by
+/// request-response); both report the sequencer's header, root and balances at every block,
+/// while a third peer injecting forged and garbage envelopes is rejected and banned.
+#[test]
+fn two_full_nodes_follow_over_p2p_and_a_forging_peer_is_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path()), true).unwrap();
+    let addr = listen_addr(&node.p2p().expect("p2p on"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (net_a, events_a, mut a) = follow_over_p2p(&rt, dir.path(), "nomt-p2p-a", addr.clone());
+    let deployer = DEV_ACCOUNTS[1].0;
+    let contract = deployer.create(0);
+    run(
+        &node,
+        vec![
+            tx(1, 0, TxKind::Create, 0, init_code(), 200_000),
+            tx(2, 0, TxKind::Call(Address::repeat_byte(0xc1)), 1_000, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(&node);
+    run(
+        &node,
+        vec![
+            tx(1, 1, TxKind::Call(contract), 0, store_call(5, 55), 100_000),
+            tx(3, 0, TxKind::Call(DEV_ACCOUNTS[4].0), 7, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(&node);
+    let target = node.chain.head_number();
+    run_until(&mut a, &net_a, &events_a, target);
+
+    // The forger: connected to follower A, gossiping envelopes A must reject.
+    let (forger, _forger_events) = {
+        let config = p2p::P2pConfig {
+            chain_id: CHAIN_ID,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![listen_addr(&net_a)],
+        };
+        p2p::P2p::start(rt.handle(), p2p::random_key(), config, None).unwrap()
+    };
+    let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
+    let real =
+        Batch::from_bytes(1, &archive.get(1, &DaPointer::default()).unwrap().unwrap()).unwrap();
+    let Envelope::MiniBlock(mini) =
+        Envelope::open(&real.envelopes[0], Signer::dev().address(), CHAIN_ID).unwrap()
+    else {
+        panic!("a mini-block")
+    };
+    let mut banned = false;
+    let started = std::time::Instant::now();
+    let mut i = 0u64;
+    while !banned && started.elapsed() < Duration::from_secs(30) {
+        // A future mini-block signed by a stranger, then plain garbage.
+        let mut forged = mini.clone();
+        forged.number = 1_000 + i;
+        forger.publish(
+            p2p::Topic::MiniBlocks,
+            Envelope::MiniBlock(forged).sign(&Signer::random()).to_vec(),
+        );
+        forger.publish(p2p::Topic::Blocks, format!("garbage {i}").into_bytes());
+        i += 1;
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        fullnode::follow_network(&mut a, &net_a, &events_a, |_| std::time::Instant::now() > until)
+            .unwrap();
+        banned = !net_a.peers().unwrap().contains(&forger.peer_id()) && i > 1;
+    }
+    assert!(banned, "the forging peer is still connected");
+
+    // More load; A keeps following, and B joins late and catches up.
+    run(
+        &node,
+        vec![
+            tx(1, 2, TxKind::Call(contract), 0, store_call(5, 0), 100_000),
+            tx(2, 1, TxKind::Call(DEV_ACCOUNTS[5].0), 3, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(&node);
+    let target = node.chain.head_number();
+    run_until(&mut a, &net_a, &events_a, target);
+    let (net_b, events_b, mut b) = follow_over_p2p(&rt, dir.path(), "nomt-p2p-b", addr);
+    run_until(&mut b, &net_b, &events_b, target);
+    for f in [&a, &b] {
+        for n in 0..=target {
+            assert_eq!(f.headers()[n as usize], node.chain.block(n).unwrap().header, "block {n}");
+        }
+        for who in [DEV_ACCOUNTS[2].0, DEV_ACCOUNTS[5].0, Address::repeat_byte(0xc1)] {
+            assert_eq!(
+                f.state().account(&who).map(|x| x.balance),
+                node.state.account(&who).map(|x| x.balance)
+            );
+        }
+        assert_eq!(f.state().storage(&contract, &U256::from(5)), U256::ZERO);
+    }
+    node.shutdown();
 }

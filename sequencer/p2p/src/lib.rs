@@ -228,7 +228,6 @@ impl P2p {
             events,
             strikes: HashMap::new(),
             pending: HashMap::new(),
-            waiting: Vec::new(),
         };
         runtime.spawn(task.run(rx));
         Ok((Self { commands, peer_id }, events_rx))
@@ -254,7 +253,8 @@ impl P2p {
         let _ = self.commands.send(Command::Dial(addr));
     }
 
-    /// Asks connected peers for block `number`'s batch; waits for the answer.
+    /// Asks a connected peer for block `number`'s batch; waits for the answer (an error at
+    /// once when no peer is connected).
     pub fn request_batch(&self, number: u64) -> Result<Option<Vec<u8>>, P2pError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::RequestBatch(number, tx)).map_err(|_| P2pError::Stopped)?;
@@ -283,8 +283,6 @@ struct Task {
     events: std_mpsc::Sender<Event>,
     strikes: HashMap<PeerId, u32>,
     pending: HashMap<request_response::OutboundRequestId, BatchReply>,
-    /// Batch requests made while no peer was connected.
-    waiting: Vec<(u64, BatchReply)>,
 }
 
 impl Task {
@@ -350,7 +348,9 @@ impl Task {
                 let id = self.swarm.behaviour_mut().batches.send_request(&peer, number);
                 self.pending.insert(id, reply);
             }
-            None => self.waiting.push((number, reply)),
+            None => {
+                let _ = reply.send(Err(P2pError::Request("no peer connected".into())));
+            }
         }
     }
 
@@ -415,9 +415,6 @@ impl Task {
                     return;
                 }
                 let _ = self.events.send(Event::Connected(peer_id));
-                for (number, reply) in std::mem::take(&mut self.waiting) {
-                    self.request(number, reply);
-                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "p2p listening");

@@ -42,6 +42,10 @@ impl Sequencer {
     pub(crate) fn start_logged(datadir: Option<&Path>, extra: &[&str], log: Option<&Path>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequencer"));
         cmd.args(["--dev", "--rpc-addr", "127.0.0.1:0"]);
+        if !extra.contains(&"--p2p-listen") {
+            // Tests run side by side: each on a free port, not the dev default.
+            cmd.args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
         if !extra.contains(&"--metrics-addr") {
             cmd.arg("--no-metrics");
         }
