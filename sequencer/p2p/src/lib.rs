@@ -212,7 +212,9 @@ impl P2p {
                 .map_err(|e| setup(&e))?;
         }
         for addr in &config.listen {
-            swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| P2pError::Setup(format!("cannot listen on {addr}: {}", chain(&e))))?;
         }
         for addr in &config.bootstrap {
             if let Err(err) = swarm.dial(addr.clone()) {
@@ -422,6 +424,23 @@ impl Task {
             _ => {}
         }
     }
+}
+
+/// An error and its sources, joined: some libp2p errors display as nothing but their source.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// A new random identity.
