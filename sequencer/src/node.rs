@@ -260,15 +260,17 @@ impl Node {
             cpus: placement.nomt_cpus(),
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
+        let da = crate::publish::Da::open(&config.feed, &datadir)?;
         let network = crate::publish::Network::start(
             &config.p2p,
-            &config.feed,
+            da.as_ref(),
             &datadir,
             dev,
             config.chain.chain_id,
         )?;
         let publisher = crate::publish::Publisher::start(
             &config.feed,
+            da,
             &datadir,
             dev,
             config.chain.chain_id,

@@ -33,6 +33,58 @@ use crate::{
     config::{DaBackend, FeedConfig, P2pSection},
 };
 
+/// The DA backend the config selects: where batches go, and how they are read back to serve
+/// followers that catch up.
+pub struct Da {
+    sink: Box<dyn DaSink>,
+    server: p2p::BatchServer,
+    pointers: Option<Arc<Mutex<PointerLog>>>,
+}
+
+impl std::fmt::Debug for Da {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Da").finish_non_exhaustive()
+    }
+}
+
+impl Da {
+    /// Opens the backend of `config` (`None` when `feed.da = "off"`).
+    pub fn open(config: &FeedConfig, datadir: &Path) -> Result<Option<Self>, PublishError> {
+        match config.da {
+            DaBackend::Off => Ok(None),
+            DaBackend::Archive => {
+                let archive = LocalArchive::open(
+                    &config.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
+                )?;
+                let reader = archive.clone();
+                let server: p2p::BatchServer =
+                    Arc::new(move |n| reader.get(n, &feed::DaPointer::default()).ok().flatten());
+                Ok(Some(Self { sink: Box::new(archive), server, pointers: None }))
+            }
+            DaBackend::Eigenda => {
+                let proxy = EigenDaProxy::new(
+                    config.eigenda_url.as_deref().unwrap_or_default(),
+                    config.eigenda_timeout,
+                )?;
+                let pointers =
+                    Arc::new(Mutex::new(PointerLog::open(&datadir.join("da-pointers"))?));
+                let (reader, log) = (proxy.clone(), pointers.clone());
+                // A follower's request waits on the proxy; requests are rare (catching up).
+                let server: p2p::BatchServer = Arc::new(move |n| {
+                    let pointer = log.lock().get(n).cloned()?;
+                    reader.get(n, &pointer).ok().flatten()
+                });
+                Ok(Some(Self { sink: Box::new(proxy), server, pointers: Some(pointers) }))
+            }
+        }
+    }
+
+    /// Reads the batch of block `number` back (what followers are served).
+    pub fn read(&self, number: u64) -> Option<Vec<u8>> {
+        (self.server)(number)
+    }
+}
+
 /// The libp2p network of a sequencer: its handle and the runtime it runs on.
 #[derive(Debug)]
 pub struct Network {
@@ -43,18 +95,16 @@ pub struct Network {
 
 impl Network {
     /// Starts the network for `section` (`None` when disabled or DA is off), serving batches
-    /// from the local archive when that is the DA backend. Gossip from other peers is not
+    /// from `da`. Gossip from other peers is not
     /// forwarded: the sequencer is where the feed starts.
     pub fn start(
         section: &P2pSection,
-        feed: &FeedConfig,
+        da: Option<&Da>,
         datadir: &Path,
         dev: bool,
         chain_id: u64,
     ) -> Result<Option<Self>, PublishError> {
-        if !section.enabled || feed.da == DaBackend::Off {
-            return Ok(None);
-        }
+        let Some(da) = da.filter(|_| section.enabled) else { return Ok(None) };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("p2p")
@@ -78,15 +128,7 @@ impl Network {
                 "/ip4/127.0.0.1/udp/30333/quic-v1".into(),
             ]);
         }
-        let server: Option<p2p::BatchServer> = match feed.da {
-            DaBackend::Archive => {
-                let archive = LocalArchive::open(
-                    &feed.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
-                )?;
-                Some(Arc::new(move |n| archive.get(n, &feed::DaPointer::default()).ok().flatten()))
-            }
-            _ => None,
-        };
+        let server = Some(da.server.clone());
         let config = p2p::P2pConfig { chain_id, listen, bootstrap: parse(&section.bootstrap) };
         let (p2p, events) = P2p::start(runtime.handle(), key, config, server)?;
         tracing::info!(peer_id = %p2p.peer_id(), "p2p started");
@@ -203,25 +245,13 @@ impl Publisher {
     /// Starts the publisher for `config`, or returns `None` when `feed.da = "off"`.
     pub fn start(
         config: &FeedConfig,
+        da: Option<Da>,
         datadir: &Path,
         dev: bool,
         chain_id: u64,
         network: Option<P2p>,
     ) -> Result<Option<Self>, PublishError> {
-        let sink: Box<dyn DaSink> = match config.da {
-            DaBackend::Off => return Ok(None),
-            DaBackend::Archive => Box::new(LocalArchive::open(
-                &config.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
-            )?),
-            DaBackend::Eigenda => Box::new(EigenDaProxy::new(
-                config.eigenda_url.as_deref().unwrap_or_default(),
-                config.eigenda_timeout,
-            )?),
-        };
-        let pointers = match config.da {
-            DaBackend::Eigenda => Some(PointerLog::open(&datadir.join("da-pointers"))?),
-            _ => None,
-        };
+        let Some(Da { sink, pointers, .. }) = da else { return Ok(None) };
         let signer = if dev {
             Signer::dev()
         } else {
@@ -340,7 +370,7 @@ struct Worker {
     signer: Signer,
     chain_id: u64,
     sink: Box<dyn DaSink>,
-    pointers: Option<PointerLog>,
+    pointers: Option<Arc<Mutex<PointerLog>>>,
     /// Signed mini-block envelopes of blocks not sealed yet, by block number.
     pending: BTreeMap<u64, Vec<(u64, Bytes)>>,
     archived: Arc<AtomicU64>,
@@ -406,8 +436,8 @@ impl Worker {
                 Ok(pointer) => {
                     metrics::histogram!("feed_da_put_seconds").record(started.elapsed());
                     metrics::histogram!("feed_da_batch_bytes").record(batch.len() as f64);
-                    if let Some(log) = &mut self.pointers
-                        && let Err(err) = log.record(number, pointer)
+                    if let Some(log) = &self.pointers
+                        && let Err(err) = log.lock().record(number, pointer)
                     {
                         tracing::error!(%err, block = number, "DA pointer not recorded");
                     }

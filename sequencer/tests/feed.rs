@@ -426,3 +426,29 @@ fn two_full_nodes_follow_over_p2p_and_a_forging_peer_is_banned() {
     }
     node.shutdown();
 }
+
+/// With `feed.da = "eigenda"` every block's batch goes to the proxy, its certificate into the
+/// pointer log, and a follower that joins late is served those batches back through the proxy.
+#[test]
+fn with_eigenda_batches_go_to_the_proxy_and_followers_catch_up_from_it() {
+    let proxy = feed::testing::fake_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.feed.da = sequencer::config::DaBackend::Eigenda;
+    config.feed.eigenda_url = Some(proxy.url.clone());
+    let node = Node::start(config, true).unwrap();
+    run(&node, vec![tx(2, 0, TxKind::Call(Address::repeat_byte(0xd1)), 5, Bytes::new(), 21_000)]);
+    next_block(&node);
+    let target = node.chain.head_number();
+    let addr = listen_addr(&node.p2p().expect("p2p on"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (net, events, mut f) = follow_over_p2p(&rt, dir.path(), "nomt-eigenda", addr);
+    run_until(&mut f, &net, &events, target);
+    assert_eq!(f.headers()[target as usize], node.chain.block(target).unwrap().header);
+    node.shutdown();
+    let head = node.chain.head_number();
+    let log = feed::PointerLog::open(&dir.path().join("da-pointers")).unwrap();
+    assert_eq!(log.last(), Some(head));
+    assert!(*proxy.puts.lock().unwrap() as u64 > head, "one blob per block");
+    assert!(!dir.path().join("archive").exists(), "nothing in a local archive");
+}

@@ -11,6 +11,8 @@
 mod da;
 pub mod dev;
 mod envelope;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use da::{
     Batch, DaError, DaPointer, DaSink, DaSource, EigenDaProxy, LocalArchive, MAX_BATCH_BYTES,

@@ -119,6 +119,9 @@ struct Behaviour {
     ping: ping::Behaviour,
 }
 
+/// A batch served, on its way back to the requester.
+type Answer = (request_response::ResponseChannel<Option<Vec<u8>>>, Option<Vec<u8>>);
+
 /// Where the answer to a batch request goes.
 type BatchReply = oneshot::Sender<Result<Option<Vec<u8>>, P2pError>>;
 
@@ -230,6 +233,7 @@ impl P2p {
             events,
             strikes: HashMap::new(),
             pending: HashMap::new(),
+            answers: mpsc::unbounded_channel(),
         };
         runtime.spawn(task.run(rx));
         Ok((Self { commands, peer_id }, events_rx))
@@ -285,6 +289,8 @@ struct Task {
     events: std_mpsc::Sender<Event>,
     strikes: HashMap<PeerId, u32>,
     pending: HashMap<request_response::OutboundRequestId, BatchReply>,
+    /// Answers computed off the network task (a server may read disk or call a DA service).
+    answers: (mpsc::UnboundedSender<Answer>, mpsc::UnboundedReceiver<Answer>),
 }
 
 impl Task {
@@ -295,6 +301,9 @@ impl Task {
                     Some(command) => self.command(command),
                     None => return,
                 },
+                Some((channel, answer)) = self.answers.1.recv() => {
+                    let _ = self.swarm.behaviour_mut().batches.send_response(channel, answer);
+                }
                 event = self.swarm.select_next_some() => self.event(event),
             }
         }
@@ -395,8 +404,12 @@ impl Task {
                 ..
             })) => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let answer = self.server.as_ref().and_then(|serve| serve(request));
-                    let _ = self.swarm.behaviour_mut().batches.send_response(channel, answer);
+                    let server = self.server.clone();
+                    let answers = self.answers.0.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let answer = server.and_then(|serve| serve(request));
+                        let _ = answers.send((channel, answer));
+                    });
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
