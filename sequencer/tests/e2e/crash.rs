@@ -191,7 +191,8 @@ async fn a_restart_resumes_from_the_checkpoint_and_replays_only_the_rest() {
     damage(&checkpoint);
     damage(&dir.path().join("checkpoint.prev.bin"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sequencer"))
-        .args(["--dev", "--rpc-addr", "127.0.0.1:0", "--no-metrics", "--datadir"])
+        .args(["--dev", "--rpc-addr", "127.0.0.1:0", "--no-metrics"])
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--datadir"])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

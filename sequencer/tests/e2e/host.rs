@@ -18,7 +18,8 @@ fn server_profile_refuses_a_host_that_cannot_run_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), &format!("{TOO_MANY_CORES}profile = \"server\"\n"));
     let out = Command::new(env!("CARGO_BIN_EXE_sequencer"))
-        .args(["--dev", "--no-metrics", "--rpc-addr", "127.0.0.1:0", "--config"])
+        .args(["--dev", "--no-metrics", "--rpc-addr", "127.0.0.1:0"])
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--config"])
         .arg(&config)
         .output()
         .unwrap();
