@@ -164,6 +164,12 @@ impl Follower {
     pub fn offer(&mut self, bytes: &[u8]) -> Result<Offer, FollowError> {
         let envelope = Envelope::open(bytes, self.config.sequencer, self.config.chain_id)?;
         let order = match &envelope {
+            // The next mini-block of a later block: this block's envelope is missing.
+            Envelope::MiniBlock(m)
+                if m.number == self.next_mini && m.block_number > self.next_block =>
+            {
+                std::cmp::Ordering::Greater
+            }
             Envelope::MiniBlock(m) => m.number.cmp(&self.next_mini),
             Envelope::Block(b) => match b.header.number.cmp(&self.next_block) {
                 // A block whose mini-blocks have not all arrived: one is missing.

@@ -60,6 +60,15 @@ pub fn follow_network(
                         metrics::counter!("fullnode_rejected_envelopes_total").increment(1);
                         Verdict::Reject
                     }
+                    // Signed by the sequencer but not continuing this node's chain (a fork
+                    // after a sequencer restart would look so): not the peer's fault; the
+                    // batches decide.
+                    Err(err @ FollowError::OutOfOrder { .. }) => {
+                        tracing::warn!(%err, "envelope does not continue the chain");
+                        net.report(id, source, Verdict::Ignore);
+                        catch_up_network(follower, net)?;
+                        continue;
+                    }
                     Err(err) => {
                         net.report(id, source, Verdict::Ignore);
                         return Err(err);
