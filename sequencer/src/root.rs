@@ -170,7 +170,7 @@ impl Committer {
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
         let cpus = nomt_options.cpus.clone();
-        let sink = Sink { chain, store, checkpoints, feed };
+        let sink = Sink { chain, store, checkpoints, feed, deferred: None };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
             .spawn(move || {
@@ -251,10 +251,14 @@ struct Sink {
     store: BlockStore,
     checkpoints: Checkpoints,
     feed: Option<(FeedSender, ArchivedGate)>,
+    /// A checkpoint waiting for DA to hold its block.
+    deferred: Option<Checkpoint>,
 }
 
-/// How long a checkpoint waits for DA to hold its block before it is skipped.
-const CHECKPOINT_DA_WAIT: Duration = Duration::from_secs(30);
+/// How long sealing a block waits for DA to hold it before its checkpoint is deferred to a
+/// later block's seal (the local archive takes well under this; a slow DA service must not
+/// hold up sealing).
+const CHECKPOINT_DA_WAIT: Duration = Duration::from_millis(50);
 
 impl Sink {
     fn seal(&mut self, block: SealedBlock, checkpoint: Option<Checkpoint>) {
@@ -263,32 +267,36 @@ impl Sink {
         }
         let block = Arc::new(block);
         self.chain.push_block(block.clone());
-        let number = block.header.number;
         if let Some((sender, _)) = &self.feed {
             sender.send(FeedEvent::Block(block));
         }
-        // A checkpoint lets the WAL before it go: only once DA holds the block, so that no
-        // block is neither in DA nor replayed (and published) by a restart.
-        let checkpoint = checkpoint.filter(|_| match &self.feed {
-            Some((_, gate)) if !gate.wait_for(number, CHECKPOINT_DA_WAIT) => {
-                tracing::warn!(
-                    block = number,
-                    "checkpoint skipped: DA does not hold the block yet"
-                );
-                false
+        // A checkpoint lets the WAL before it go: only once DA holds its block, so that no
+        // block is neither in DA nor replayed (and published) by a restart. Until then it
+        // waits, and a newer one replaces it.
+        if let Some(checkpoint) = checkpoint
+            && self.deferred.replace(checkpoint).is_some()
+        {
+            tracing::warn!("a checkpoint was dropped: DA had not caught up with its block");
+        }
+        let Some(pending) = self.deferred.take() else { return };
+        match &self.feed {
+            Some((_, gate)) if !gate.wait_for(pending.block, CHECKPOINT_DA_WAIT) => {
+                tracing::debug!(block = pending.block, "checkpoint deferred: DA is behind");
+                self.deferred = Some(pending);
             }
-            _ => true,
-        });
-        if let Some(checkpoint) = checkpoint {
-            let started = Instant::now();
-            // The checkpoint may only name a block the store durably holds.
-            match self.store.sync().and_then(|()| self.checkpoints.write(&checkpoint)) {
-                Ok(()) => {
-                    metrics::histogram!("sequencer_checkpoint_seconds").record(started.elapsed());
-                    tracing::info!(block = checkpoint.block, "checkpoint written");
-                }
-                Err(err) => tracing::warn!(%err, "checkpoint not written"),
+            _ => self.write_checkpoint(&pending),
+        }
+    }
+
+    fn write_checkpoint(&mut self, checkpoint: &Checkpoint) {
+        let started = Instant::now();
+        // The checkpoint may only name a block the store durably holds.
+        match self.store.sync().and_then(|()| self.checkpoints.write(checkpoint)) {
+            Ok(()) => {
+                metrics::histogram!("sequencer_checkpoint_seconds").record(started.elapsed());
+                tracing::info!(block = checkpoint.block, "checkpoint written");
             }
+            Err(err) => tracing::warn!(%err, "checkpoint not written"),
         }
     }
 }
