@@ -4,10 +4,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use alloy_primitives::Address;
 use memstate::{MemState, NoBlockHashes};
 use sequencer::{
-    exec::{BatchOutcome, BlockEnvParams, ChainRules, execute_batch},
+    exec::{BatchOutcome, execute_batch},
     parallel::{Executor, ExecutorConfig},
     tx::{PooledTx, decode_recovered},
 };
@@ -64,7 +63,7 @@ pub fn measure(
     min_parallel_gas: u64,
 ) -> Result<ParallelResult, String> {
     let txs = pooled(p);
-    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
+    let rules = p.rules();
     let mut seq = Vec::new();
     let mut par = Vec::new();
     let mut seq_cpu = Vec::new();
@@ -83,13 +82,7 @@ pub fn measure(
             .map_err(|e| e.to_string())?;
         let (mut s, mut q, mut sc, mut pc) = (0.0, 0.0, 0.0, 0.0);
         for (number, block) in txs.chunks(block_txs).enumerate() {
-            let env = BlockEnvParams {
-                number: number as u64 + 1,
-                timestamp: 1_700_000_000 + number as u64,
-                beneficiary: Address::repeat_byte(0xbe),
-                base_fee: 1_000_000_000,
-                gas_limit: u64::MAX,
-            };
+            let env = crate::workload::block_env(number);
             // The second run of a block finds its state warm in the caches: alternate which
             // engine goes first so neither gets that advantage throughout.
             let timed = |run: &dyn Fn() -> BatchOutcome| {

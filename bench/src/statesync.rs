@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_rlp::{Encodable, RlpDecodable, RlpEncodable};
 use memstate::{DiffCodec, MemState, NoBlockHashes, StateDiff};
-use sequencer::exec::{BlockEnvParams, ChainRules, execute_batch};
+use sequencer::exec::execute_batch;
 
-use crate::{parallel::pooled, workload::Prepared};
+use crate::{
+    parallel::pooled,
+    workload::{self, Prepared},
+};
 
 /// Messages per second at which [`SyncResult::mbps_at_100k`] is stated.
 pub const REFERENCE_TPS: f64 = 100_000.0;
@@ -103,52 +106,70 @@ pub fn raw_rlp(diff: &StateDiff) -> Vec<u8> {
     out
 }
 
-/// Runs `p` through the codec in messages of `block_txs` transactions.
-pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<SyncResult, String> {
-    let txs = pooled(p);
-    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
-    let sequencer = MemState::from_genesis(&p.alloc);
-    let follower = MemState::from_genesis(&p.alloc);
-    let mut encoder = DiffCodec::from_state(&sequencer);
-    let mut decoder = DiffCodec::from_state(&follower);
+/// The sequencer's side of a run: every block executed, its diff encoded against the state
+/// before it and then applied, with the baseline's bytes for the same diffs.
+struct SequencerSide {
+    /// Each message, with its diff's account and slot counts (to check the decoded diff).
+    messages: Vec<(Vec<u8>, usize, usize)>,
+    state: MemState,
+    raw: usize,
+    raw_zstd: usize,
+    ours: usize,
+    payload: usize,
+    execute: Duration,
+    encode: Duration,
+}
+
+fn sequencer_side(p: &Prepared, name: &str, block_txs: usize) -> Result<SequencerSide, String> {
+    let state = MemState::from_genesis(&p.alloc);
+    let mut encoder = DiffCodec::from_state(&state);
     let mut raw_zstd = zstd::bulk::Compressor::new(9).map_err(|e| e.to_string())?;
-    let (mut raw, mut raw_z, mut ours, mut payload) = (0usize, 0usize, 0usize, 0usize);
-    let (mut execute, mut encode) = (Duration::ZERO, Duration::ZERO);
-    // The sequencer's side first, then the follower's: each is its own process in a
-    // deployment, so neither should run on caches the other just evicted.
-    let mut messages = Vec::new();
-    for (number, block) in txs.chunks(block_txs).enumerate() {
-        let env = BlockEnvParams {
-            number: number as u64 + 1,
-            timestamp: 1_700_000_000 + number as u64,
-            beneficiary: Address::repeat_byte(0xbe),
-            base_fee: 1_000_000_000,
-            gas_limit: u64::MAX,
-        };
+    let mut side = SequencerSide {
+        messages: Vec::new(),
+        state: MemState::new(),
+        raw: 0,
+        raw_zstd: 0,
+        ours: 0,
+        payload: 0,
+        execute: Duration::ZERO,
+        encode: Duration::ZERO,
+    };
+    for (number, block) in pooled(p).chunks(block_txs).enumerate() {
+        let env = workload::block_env(number);
         let t = Instant::now();
         let out =
-            execute_batch(&sequencer, NoBlockHashes, rules, &env, block.to_vec(), u64::MAX, None);
+            execute_batch(&state, NoBlockHashes, p.rules(), &env, block.to_vec(), u64::MAX, None);
         let exec_time = t.elapsed();
         if out.executed.len() != block.len() || out.executed.iter().any(|t| !t.success) {
             return Err(format!("{name}: block {number}: a transaction failed or was dropped"));
         }
         let t = Instant::now();
-        let (message, size) =
-            encoder.encode_sized(&out.diff, &sequencer).map_err(|e| e.to_string())?;
-        encode += t.elapsed();
+        let (message, size) = encoder.encode_sized(&out.diff, &state).map_err(|e| e.to_string())?;
+        side.encode += t.elapsed();
         let t = Instant::now();
-        sequencer.apply(&out.diff);
-        execute += exec_time + t.elapsed();
+        state.apply(&out.diff);
+        side.execute += exec_time + t.elapsed();
 
         let rlp = raw_rlp(&out.diff);
-        raw += rlp.len();
-        raw_z += raw_zstd.compress(&rlp).map_err(|e| e.to_string())?.len();
-        ours += size.message;
-        payload += size.payload;
-        messages.push((message, out.diff.accounts.len(), out.diff.slot_count()));
+        side.raw += rlp.len();
+        side.raw_zstd += raw_zstd.compress(&rlp).map_err(|e| e.to_string())?.len();
+        side.ours += size.message;
+        side.payload += size.payload;
+        side.messages.push((message, out.diff.accounts.len(), out.diff.slot_count()));
     }
+    side.state = state;
+    Ok(side)
+}
+
+/// Runs `p` through the codec in messages of `block_txs` transactions.
+pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<SyncResult, String> {
+    // The sequencer's side first, then the follower's: each is its own process in a
+    // deployment, so neither should run on caches the other just evicted.
+    let side = sequencer_side(p, name, block_txs)?;
+    let follower = MemState::from_genesis(&p.alloc);
+    let mut decoder = DiffCodec::from_state(&follower);
     let (mut apply, mut decode) = (Duration::ZERO, Duration::ZERO);
-    for (number, (message, accounts, slots)) in messages.iter().enumerate() {
+    for (number, (message, accounts, slots)) in side.messages.iter().enumerate() {
         let t = Instant::now();
         let decoded =
             decoder.decode(message, &follower.view()).map_err(|e| format!("{name}: {e}"))?;
@@ -159,53 +180,38 @@ pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<SyncResult,
             return Err(format!("{name}: message {number} decodes to another diff"));
         }
     }
-    if sequencer.mpt_root() != follower.mpt_root() {
+    if side.state.mpt_root() != follower.mpt_root() {
         return Err(format!("{name}: the follower's state differs from the sequencer's"));
     }
-    let n = txs.len() as f64;
+    let n = p.txs.len() as f64;
     let per_tx = |bytes: usize| bytes as f64 / n;
     let mbps = |bytes: usize| per_tx(bytes) * 8.0 * REFERENCE_TPS / 1e6;
     Ok(SyncResult {
         workload: name.to_string(),
-        txs: txs.len(),
+        txs: p.txs.len(),
         block_txs,
-        raw_bytes_per_tx: per_tx(raw),
-        raw_zstd_bytes_per_tx: per_tx(raw_z),
-        ours_bytes_per_tx: per_tx(ours),
-        payload_bytes_per_tx: per_tx(payload),
-        ratio: raw as f64 / ours as f64,
-        mbps_at_100k: mbps(ours),
-        raw_mbps_at_100k: mbps(raw),
-        execute_s: execute.as_secs_f64(),
-        encode_s: encode.as_secs_f64(),
+        raw_bytes_per_tx: per_tx(side.raw),
+        raw_zstd_bytes_per_tx: per_tx(side.raw_zstd),
+        ours_bytes_per_tx: per_tx(side.ours),
+        payload_bytes_per_tx: per_tx(side.payload),
+        ratio: side.raw as f64 / side.ours as f64,
+        mbps_at_100k: mbps(side.ours),
+        raw_mbps_at_100k: mbps(side.raw),
+        execute_s: side.execute.as_secs_f64(),
+        encode_s: side.encode.as_secs_f64(),
         apply_s: apply.as_secs_f64(),
         decode_s: decode.as_secs_f64(),
-        apply_ratio: execute.as_secs_f64() / apply.as_secs_f64(),
+        apply_ratio: side.execute.as_secs_f64() / apply.as_secs_f64(),
     })
 }
 
 /// The uncompressed payloads of `p`'s messages, as samples to train the codec's dictionary.
 pub fn samples(p: &Prepared, block_txs: usize) -> Result<Vec<Vec<u8>>, String> {
-    let txs = pooled(p);
-    let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
-    let state = MemState::from_genesis(&p.alloc);
-    let mut codec = DiffCodec::from_state(&state);
-    let mut out = Vec::new();
-    for (number, block) in txs.chunks(block_txs).enumerate() {
-        let env = BlockEnvParams {
-            number: number as u64 + 1,
-            timestamp: 1_700_000_000 + number as u64,
-            beneficiary: Address::repeat_byte(0xbe),
-            base_fee: 1_000_000_000,
-            gas_limit: u64::MAX,
-        };
-        let batch =
-            execute_batch(&state, NoBlockHashes, rules, &env, block.to_vec(), u64::MAX, None);
-        let message = codec.encode(&batch.diff, &state).map_err(|e| e.to_string())?;
-        out.push(memstate::DiffCodec::payload(&message).map_err(|e| e.to_string())?);
-        state.apply(&batch.diff);
-    }
-    Ok(out)
+    sequencer_side(p, "training", block_txs)?
+        .messages
+        .iter()
+        .map(|(message, _, _)| DiffCodec::payload(message).map_err(|e| e.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -230,15 +236,8 @@ mod tests {
     fn the_raw_baseline_carries_every_changed_slot() {
         let p = workload::prepare(Kind::Erc20, 3, 20, 10);
         let state = MemState::from_genesis(&p.alloc);
-        let env = BlockEnvParams {
-            number: 1,
-            timestamp: 1,
-            beneficiary: Address::repeat_byte(0xbe),
-            base_fee: 1_000_000_000,
-            gas_limit: u64::MAX,
-        };
-        let rules = ChainRules { spec: p.kind.spec(), chain_id: crate::workload::CHAIN_ID };
-        let out = execute_batch(&state, NoBlockHashes, rules, &env, pooled(&p), u64::MAX, None);
+        let env = workload::block_env(0);
+        let out = execute_batch(&state, NoBlockHashes, p.rules(), &env, pooled(&p), u64::MAX, None);
         let holders: std::collections::BTreeSet<usize> =
             (0..10).flat_map(|k| [k, workload::recipient(k, 20)]).collect();
         assert_eq!(out.diff.slot_count(), holders.len());

@@ -345,6 +345,25 @@ pub struct Prepared {
     pub addresses: Arc<Vec<Address>>,
 }
 
+impl Prepared {
+    /// The workload's hard fork and chain id.
+    pub fn rules(&self) -> sequencer::exec::ChainRules {
+        sequencer::exec::ChainRules { spec: self.kind.spec(), chain_id: CHAIN_ID }
+    }
+}
+
+/// The context of block `index` (0-based) of a run that drives the sequencer's executor
+/// directly: one-second timestamps, a fixed beneficiary, a 1 gwei base fee, no gas limit.
+pub fn block_env(index: usize) -> sequencer::exec::BlockEnvParams {
+    sequencer::exec::BlockEnvParams {
+        number: index as u64 + 1,
+        timestamp: 1_700_000_000 + index as u64,
+        beneficiary: Address::repeat_byte(0xbe),
+        base_fee: 1_000_000_000,
+        gas_limit: u64::MAX,
+    }
+}
+
 /// Generates everything a run needs.
 pub fn prepare(kind: Kind, seed: u64, n_accounts: usize, n_txs: usize) -> Prepared {
     let accounts = accounts(seed, n_accounts);

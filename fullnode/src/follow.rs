@@ -50,6 +50,9 @@ pub enum FollowError {
     /// NOMT failed.
     #[error("NOMT: {0}")]
     Nomt(String),
+    /// The libp2p task has stopped.
+    #[error("the network task stopped")]
+    NetworkStopped,
 }
 
 /// Where an envelope fits, as [`Follower::offer`] found.
@@ -282,15 +285,6 @@ impl Follower {
         self.next_block += 1;
         metrics::gauge!("fullnode_block_number").set(header.number as f64);
         tracing::info!(block = header.number, root = %ours, mini_blocks, "block applied, state root checked");
-        Ok(())
-    }
-
-    /// Applies one DA batch (every envelope of block `number`).
-    pub fn apply_batch(&mut self, number: u64, bytes: &[u8]) -> Result<(), FollowError> {
-        let batch = Batch::from_bytes(number, bytes)?;
-        for envelope in &batch.envelopes {
-            self.apply_signed(envelope)?;
-        }
         Ok(())
     }
 

@@ -90,7 +90,7 @@ pub fn follow_network(
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(FollowError::Nomt("the network task stopped".into()));
+                return Err(FollowError::NetworkStopped);
             }
         }
     }

@@ -765,24 +765,23 @@ impl Builder {
             }
             metrics::histogram!("sequencer_wal_append_seconds").record(started.elapsed());
         }
-        let message =
-            self.codec.as_mut().map(|codec| match codec.encode(&diff, &*self.node.state) {
-                Ok(message) => Bytes::from(message),
-                Err(err) => {
-                    // The index mirrors the state, so this is a bug; followers will see a message
-                    // they cannot decode and re-sync. Start the index again from the state.
-                    tracing::error!(%err, "state diff not encodable; the feed's index is rebuilt");
-                    metrics::counter!("feed_encode_errors_total").increment(1);
-                    Bytes::new()
-                }
-            });
+        // Encoded against the state before the diff, which is what followers hold.
+        let encoded = self.codec.as_mut().map(|codec| codec.encode(&diff, &*self.node.state));
         let wiped = self.node.state.apply(&diff);
         self.block_wiped.extend(wiped);
-        if let Some(codec) = &mut self.codec
-            && message.as_ref().is_some_and(|m| m.is_empty())
-        {
-            codec.reset(memstate::KeyIndex::from_state(&self.node.state));
-        }
+        let message = encoded.map(|encoded| match encoded {
+            Ok(message) => Bytes::from(message),
+            Err(err) => {
+                // The index mirrors the state, so this is a bug. Followers get a message they
+                // cannot decode and re-sync; the index starts again from the state.
+                tracing::error!(%err, "state diff not encodable; the feed's index is rebuilt");
+                metrics::counter!("feed_encode_errors_total").increment(1);
+                if let Some(codec) = &mut self.codec {
+                    codec.reset(memstate::KeyIndex::from_state(&self.node.state));
+                }
+                Bytes::new()
+            }
+        });
 
         let parent_hash = self.last_mini_hash;
         self.mini_number += 1;

@@ -78,11 +78,6 @@ impl Da {
             }
         }
     }
-
-    /// Reads the batch of block `number` back (what followers are served).
-    pub fn read(&self, number: u64) -> Option<Vec<u8>> {
-        (self.server)(number)
-    }
 }
 
 /// The libp2p network of a sequencer: its handle and the runtime it runs on.
@@ -157,12 +152,24 @@ impl Network {
 /// Reads the libp2p identity at `path`, or creates one there.
 fn load_or_create_p2p_key(path: &Path) -> Result<p2p::Keypair, PublishError> {
     let err = |reason: String| PublishError::Key { path: path.to_path_buf(), reason };
+    let (bytes, _) = read_or_create_secret(path, || {
+        p2p::random_key().to_protobuf_encoding().map_err(|e| e.to_string())
+    })?;
+    p2p::Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string()))
+}
+
+/// The secret stored at `path`, or, when there is none, `fresh` written there first: readable
+/// by the owner only, never over an existing file. The flag says it was created.
+fn read_or_create_secret(
+    path: &Path,
+    fresh: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> Result<(Vec<u8>, bool), PublishError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let err = |reason: String| PublishError::Key { path: path.to_path_buf(), reason };
     match std::fs::read(path) {
-        Ok(bytes) => p2p::Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
+        Ok(bytes) => Ok((bytes, false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::{io::Write, os::unix::fs::OpenOptionsExt};
-            let key = p2p::random_key();
-            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
+            let bytes = fresh().map_err(err)?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -172,7 +179,7 @@ fn load_or_create_p2p_key(path: &Path) -> Result<p2p::Keypair, PublishError> {
             file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| err(e.to_string()))?;
-            Ok(key)
+            Ok((bytes, true))
         }
         Err(e) => Err(err(e.to_string())),
     }
@@ -235,7 +242,6 @@ pub struct Publisher {
     thread: Mutex<Option<JoinHandle<()>>>,
     archived: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    address: alloy_primitives::Address,
 }
 
 /// `u64::MAX` in [`Publisher::archived`]: no block stored yet.
@@ -259,8 +265,7 @@ impl Publisher {
                 &config.signer_key_file.clone().unwrap_or_else(|| datadir.join("feed.key")),
             )?
         };
-        let address = signer.address();
-        tracing::info!(signer = %address, da = ?config.da, "feed publisher started");
+        tracing::info!(signer = %signer.address(), da = ?config.da, "feed publisher started");
         let (tx, rx) = mpsc::channel();
         let archived = Arc::new(AtomicU64::new(NONE_ARCHIVED));
         let stop = Arc::new(AtomicBool::new(false));
@@ -283,18 +288,12 @@ impl Publisher {
             thread: Mutex::new(Some(thread)),
             archived,
             stop,
-            address,
         }))
     }
 
     /// A sender for the builder and the committer.
     pub fn sender(&self) -> Option<FeedSender> {
         self.sender.lock().clone()
-    }
-
-    /// The address envelopes are signed by (what followers are configured with).
-    pub fn address(&self) -> alloy_primitives::Address {
-        self.address
     }
 
     /// The highest block DA holds, as the committer's checkpoint gate reads it.
@@ -335,35 +334,22 @@ impl ArchivedGate {
     }
 }
 
-/// Reads the signer key at `path`, or creates one there (readable by the owner only).
+/// Reads the signer key at `path` (32 bytes as hex), or creates one there.
 fn load_or_create_key(path: &Path) -> Result<Signer, PublishError> {
-    let err = |reason: String| PublishError::Key { path: path.to_path_buf(), reason };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let hex = text.trim().trim_start_matches("0x");
-            let bytes: [u8; 32] = hex::decode(hex)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| err("expected 32 bytes as hex".into()))?;
-            Signer::from_bytes(&bytes).map_err(|_| err("not a valid secp256k1 key".into()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::{io::Write, os::unix::fs::OpenOptionsExt};
-            let signer = Signer::random();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| err(e.to_string()))?;
-            writeln!(file, "0x{}", hex::encode(signer.secret_bytes()))
-                .and_then(|()| file.sync_all())
-                .map_err(|e| err(e.to_string()))?;
-            tracing::warn!(path = %path.display(), address = %signer.address(), "created a new feed signer key");
-            Ok(signer)
-        }
-        Err(e) => Err(err(e.to_string())),
+    let err = |reason: &str| PublishError::Key { path: path.to_path_buf(), reason: reason.into() };
+    let (bytes, created) = read_or_create_secret(path, || {
+        Ok(format!("0x{}\n", hex::encode(Signer::random().secret_bytes())).into_bytes())
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| err("expected 32 bytes as hex"))?;
+    let secret: [u8; 32] = hex::decode(text.trim().trim_start_matches("0x"))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| err("expected 32 bytes as hex"))?;
+    let signer = Signer::from_bytes(&secret).map_err(|_| err("not a valid secp256k1 key"))?;
+    if created {
+        tracing::warn!(path = %path.display(), address = %signer.address(), "created a new feed signer key");
     }
+    Ok(signer)
 }
 
 struct Worker {
@@ -482,5 +468,28 @@ fn tx_record(t: &crate::chain::ExecutedTx) -> TxRecord {
         effective_gas_price: t.effective_gas_price,
         contract_address: t.contract_address.unwrap_or_default(),
         logs: t.logs.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_created_once_then_read_back_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.key");
+        let first = load_or_create_key(&path).unwrap();
+        assert_eq!(load_or_create_key(&path).unwrap().address(), first.address());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::write(&path, "0x1234").unwrap();
+        assert!(matches!(load_or_create_key(&path), Err(PublishError::Key { .. })));
+
+        let p2p_path = dir.path().join("p2p.key");
+        let id = load_or_create_p2p_key(&p2p_path).unwrap().public().to_peer_id();
+        assert_eq!(load_or_create_p2p_key(&p2p_path).unwrap().public().to_peer_id(), id);
+        std::fs::write(&p2p_path, b"garbage").unwrap();
+        assert!(matches!(load_or_create_p2p_key(&p2p_path), Err(PublishError::Key { .. })));
     }
 }

@@ -253,7 +253,7 @@ fn a_follower_refuses_forgeries_replays_and_a_wrong_root() {
         assert_eq!(g.offer(&two.envelopes[0]).unwrap(), fullnode::Offer::Applied);
     }
     let mut f = follower(dir.path(), "nomt-b");
-    f.apply_batch(0, &archive.get(0, &DaPointer::default()).unwrap().unwrap()).unwrap();
+    f.offer_batch(0, &archive.get(0, &DaPointer::default()).unwrap().unwrap()).unwrap();
     // Block 1 holds the transfer's mini-block.
     let one = batch(1);
     assert!(one.envelopes.len() >= 2);
@@ -317,20 +317,28 @@ fn listen_addr(net: &p2p::P2p) -> p2p::Address {
     panic!("not listening")
 }
 
-/// A full node's follower on its own thread, following `peer` over libp2p until it has
-/// applied block `until` (or 60 s pass); returns it with its network handle.
+/// A libp2p node on a free loopback port that dials `peer`.
+fn loopback_p2p(
+    rt: &tokio::runtime::Runtime,
+    peer: p2p::Address,
+) -> (p2p::P2p, std::sync::mpsc::Receiver<p2p::Event>) {
+    let config = p2p::P2pConfig {
+        chain_id: CHAIN_ID,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![peer],
+    };
+    p2p::P2p::start(rt.handle(), p2p::random_key(), config, None).unwrap()
+}
+
+/// A full node's follower (its NOMT in `dir/name`) and its libp2p node, connected to `peer`;
+/// [`run_until`] makes it follow.
 fn follow_over_p2p(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     name: &'static str,
     peer: p2p::Address,
 ) -> (p2p::P2p, std::sync::mpsc::Receiver<p2p::Event>, fullnode::Follower) {
-    let config = p2p::P2pConfig {
-        chain_id: CHAIN_ID,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![peer],
-    };
-    let (net, events) = p2p::P2p::start(rt.handle(), p2p::random_key(), config, None).unwrap();
+    let (net, events) = loopback_p2p(rt, peer);
     (net, events, follower(dir, name))
 }
 
@@ -380,14 +388,7 @@ fn two_full_nodes_follow_over_p2p_and_a_forging_peer_is_banned() {
     run_until(&mut a, &net_a, &events_a, target);
 
     // The forger: connected to follower A, gossiping envelopes A must reject.
-    let (forger, _forger_events) = {
-        let config = p2p::P2pConfig {
-            chain_id: CHAIN_ID,
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![listen_addr(&net_a)],
-        };
-        p2p::P2p::start(rt.handle(), p2p::random_key(), config, None).unwrap()
-    };
+    let (forger, _forger_events) = loopback_p2p(&rt, listen_addr(&net_a));
     let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
     let real =
         Batch::from_bytes(1, &archive.get(1, &DaPointer::default()).unwrap().unwrap()).unwrap();

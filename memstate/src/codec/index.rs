@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use alloy_primitives::{Address, U256};
 
-use crate::{MemState, StateDiff};
+use crate::MemState;
 
 /// Chunks are split when they reach this many keys; inserts then move at most this many, and a
 /// search ends with a binary search over at most this many (a few cache lines).
@@ -168,46 +168,12 @@ impl KeyIndex {
     pub fn account_count(&self) -> usize {
         self.accounts.len()
     }
-
-    /// Number of non-zero slots of `address`.
-    pub fn slot_count(&self, address: &Address) -> usize {
-        self.slots.get(address).map_or(0, RankedSet::len)
-    }
-
-    /// Brings the index to the state after `diff`, with [`MemState::apply`]'s rules: a deleted
-    /// account loses its slots, a cleared storage is emptied, a zero slot is removed.
-    pub fn advance(&mut self, diff: &StateDiff) {
-        for (address, change) in &diff.accounts {
-            if change.info.is_none() {
-                self.accounts.remove(address);
-                self.slots.remove(address);
-                continue;
-            }
-            self.accounts.insert(*address);
-            if change.storage_cleared {
-                self.slots.remove(address);
-            }
-            if change.storage.is_empty() {
-                continue;
-            }
-            let set = self.slots.entry(*address).or_default();
-            for (slot, value) in &change.storage {
-                if value.is_zero() {
-                    set.remove(slot);
-                } else {
-                    set.insert(*slot);
-                }
-            }
-            if set.is_empty() {
-                self.slots.remove(address);
-            }
-        }
-    }
 }
 
-/// The index changes a message makes, found while it is encoded or decoded (where it is
-/// already known which keys are indexed) and applied once the message is complete: cheaper
-/// than [`KeyIndex::advance`], which searches for every key again.
+/// The index changes a message makes, with [`MemState::apply`]'s rules (a deleted account
+/// loses its slots, a cleared storage is emptied, a zero slot is removed). They are found while
+/// the message is encoded or decoded, where it is already known which keys are indexed, so no
+/// key is searched for twice, and applied once the message is complete.
 #[derive(Debug, Default)]
 pub(crate) struct Edits(Vec<Edit>);
 

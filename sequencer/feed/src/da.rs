@@ -123,11 +123,6 @@ impl LocalArchive {
         Ok(Self { dir: dir.to_path_buf() })
     }
 
-    /// Its directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, number: u64) -> PathBuf {
         self.dir.join(format!("{:08}", number / 10_000)).join(format!("{number:012}.batch"))
     }

@@ -129,7 +129,6 @@ enum Command {
     Publish(Topic, Vec<u8>),
     Report(MessageId, PeerId, Verdict),
     RequestBatch(u64, BatchReply),
-    Dial(Multiaddr),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerId>>),
 }
@@ -226,9 +225,11 @@ impl P2p {
         }
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, events_rx) = std_mpsc::channel();
+        let hash = |t: Topic| (t, gossipsub::IdentTopic::new(t.name(chain_id)).hash());
         let task = Task {
             swarm,
             chain_id,
+            topics: [hash(Topic::MiniBlocks), hash(Topic::Blocks)],
             server,
             events,
             strikes: HashMap::new(),
@@ -252,11 +253,6 @@ impl P2p {
     /// Reports the verdict on a received message (see [`Verdict`]).
     pub fn report(&self, id: MessageId, source: PeerId, verdict: Verdict) {
         let _ = self.commands.send(Command::Report(id, source, verdict));
-    }
-
-    /// Dials a peer.
-    pub fn dial(&self, addr: Multiaddr) {
-        let _ = self.commands.send(Command::Dial(addr));
     }
 
     /// Asks a connected peer for block `number`'s batch; waits for the answer (an error at
@@ -285,6 +281,8 @@ impl P2p {
 struct Task {
     swarm: Swarm<Behaviour>,
     chain_id: u64,
+    /// Each topic with its hash, as received messages name it.
+    topics: [(Topic, gossipsub::TopicHash); 2],
     server: Option<BatchServer>,
     events: std_mpsc::Sender<Event>,
     strikes: HashMap<PeerId, u32>,
@@ -310,9 +308,7 @@ impl Task {
     }
 
     fn topic_of(&self, hash: &gossipsub::TopicHash) -> Option<Topic> {
-        [Topic::MiniBlocks, Topic::Blocks]
-            .into_iter()
-            .find(|t| gossipsub::IdentTopic::new(t.name(self.chain_id)).hash() == *hash)
+        self.topics.iter().find(|(_, h)| h == hash).map(|(t, _)| *t)
     }
 
     fn command(&mut self, command: Command) {
@@ -338,11 +334,6 @@ impl Task {
                 }
             }
             Command::RequestBatch(number, reply) => self.request(number, reply),
-            Command::Dial(addr) => {
-                if let Err(err) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, %err, "cannot dial");
-                }
-            }
             Command::Listening(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
