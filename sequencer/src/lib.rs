@@ -8,7 +8,6 @@
 //! It does not own state storage (`memstate`), code generation (`jit`) or host placement
 //! (`numa`); it calls them. Nothing calls it but its binary, `bench` and tests.
 
-pub mod chain;
 pub mod config;
 pub mod dev;
 pub mod exec;
@@ -24,5 +23,6 @@ pub mod store;
 pub mod tx;
 pub mod wal;
 
+pub use chain_rpc::chain;
 pub use config::Config;
 pub use node::{Node, NodeError, SubmitError};

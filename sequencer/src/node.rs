@@ -13,7 +13,7 @@ use std::{
 };
 
 use alloy_eips::eip1559::{BaseFeeParams, calc_next_block_base_fee};
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use memstate::{DiffCodec, MemState, StateDiff};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
@@ -642,6 +642,8 @@ impl Builder {
             number: self.env.number,
             timestamp: self.env.timestamp,
             base_fee: self.env.base_fee,
+            gas_limit: self.env.gas_limit,
+            beneficiary: self.env.beneficiary,
             ..Default::default()
         });
     }
@@ -785,14 +787,12 @@ impl Builder {
 
         let parent_hash = self.last_mini_hash;
         self.mini_number += 1;
-        let mut hasher_input = Vec::with_capacity(48 + executed.len() * 32);
-        hasher_input.extend_from_slice(self.last_mini_hash.as_slice());
-        hasher_input.extend_from_slice(&self.mini_number.to_be_bytes());
-        hasher_input.extend_from_slice(&self.env.number.to_be_bytes());
-        for o in &executed {
-            hasher_input.extend_from_slice(o.tx.hash.as_slice());
-        }
-        let mini_hash = keccak256(&hasher_input);
+        let mini_hash = crate::chain::mini_block_hash(
+            self.last_mini_hash,
+            self.mini_number,
+            self.env.number,
+            executed.iter().map(|o| &o.tx.hash),
+        );
         self.last_mini_hash = mini_hash;
 
         let mut txs = Vec::with_capacity(executed.len());

@@ -16,13 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType,
-    proofs,
-};
-use alloy_eips::{Typed2718, eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
-use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256};
-use alloy_rlp::Encodable;
+use alloy_primitives::{Address, B256, U256};
 use memstate::StateDiff;
 use nomt::{Nomt, Options, SessionParams, hasher::Blake3Hasher};
 use revm::primitives::hardfork::SpecId;
@@ -60,70 +54,8 @@ pub struct BlockToSeal {
     pub checkpoint: Option<Checkpoint>,
 }
 
+pub use chain_rpc::chain::{block_size, build_header, consensus_receipt};
 pub use memstate::{account_key, nomt_ops, slot_key};
-
-/// The consensus receipt of an executed transaction.
-pub fn consensus_receipt(tx: &ExecutedTx) -> ReceiptEnvelope<Log> {
-    let receipt = Receipt {
-        status: Eip658Value::Eip658(tx.success),
-        cumulative_gas_used: tx.cumulative_gas_used,
-        logs: tx.logs.clone(),
-    };
-    let ty = TxType::try_from(tx.tx.envelope.ty()).unwrap_or(TxType::Legacy);
-    ReceiptEnvelope::from_typed(ty, ReceiptWithBloom { receipt, logs_bloom: tx.bloom })
-}
-
-/// Builds a block header for `env` with the given contents and roots.
-pub fn build_header(
-    spec: SpecId,
-    env: &BlockEnvParams,
-    parent_hash: B256,
-    state_root: B256,
-    txs: &[Arc<ExecutedTx>],
-    gas_used: u64,
-) -> Header {
-    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
-    let receipts: Vec<_> = txs.iter().map(|t| consensus_receipt(t)).collect();
-    let mut bloom = Bloom::default();
-    for tx in txs {
-        bloom.accrue_bloom(&tx.bloom);
-    }
-    Header {
-        parent_hash,
-        ommers_hash: EMPTY_OMMER_ROOT_HASH,
-        beneficiary: env.beneficiary,
-        state_root,
-        transactions_root: proofs::calculate_transaction_root(&envelopes),
-        receipts_root: proofs::calculate_receipt_root(&receipts),
-        logs_bloom: bloom,
-        difficulty: U256::ZERO,
-        number: env.number,
-        gas_limit: env.gas_limit,
-        gas_used,
-        timestamp: env.timestamp,
-        extra_data: Bytes::new(),
-        mix_hash: env.prevrandao(),
-        nonce: Default::default(),
-        base_fee_per_gas: Some(env.base_fee),
-        withdrawals_root: spec
-            .is_enabled_in(SpecId::SHANGHAI)
-            .then_some(alloy_trie::EMPTY_ROOT_HASH),
-        blob_gas_used: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
-        excess_blob_gas: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
-        parent_beacon_block_root: spec.is_enabled_in(SpecId::CANCUN).then_some(B256::ZERO),
-        requests_hash: spec.is_enabled_in(SpecId::PRAGUE).then_some(EMPTY_REQUESTS_HASH),
-        block_access_list_hash: None,
-        slot_number: None,
-    }
-}
-
-/// RLP size of the whole block (header, transactions, no ommers, no withdrawals).
-pub fn block_size(header: &Header, txs: &[Arc<ExecutedTx>]) -> u64 {
-    let body: usize = txs.iter().map(|t| t.tx.envelope.network_len()).sum();
-    let list = |payload: usize| alloy_rlp::length_of_length(payload) + payload;
-    let withdrawals = if header.withdrawals_root.is_some() { list(0) } else { 0 };
-    list(header.length() + list(body) + list(0) + withdrawals) as u64
-}
 
 /// Handle to the committer thread.
 #[derive(Debug)]

@@ -3,14 +3,10 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{Transaction, TxEnvelope, Typed2718};
-use alloy_eips::eip2718::Decodable2718;
+use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
-use revm::{
-    context::TxEnv,
-    context_interface::{either::Either, transaction::AccessList},
-    primitives::hardfork::SpecId,
-};
+pub use chain_rpc::{chain::PooledTx, evm::tx_env};
+use revm::primitives::hardfork::SpecId;
 use secp256k1::{
     Message, SECP256K1,
     ecdsa::{RecoverableSignature, RecoveryId},
@@ -166,75 +162,6 @@ pub enum TxError {
     ShuttingDown,
 }
 
-/// A decoded, signature-checked transaction with its recovered sender.
-#[derive(Debug)]
-pub struct PooledTx {
-    /// The transaction.
-    pub envelope: TxEnvelope,
-    /// Recovered signer.
-    pub sender: Address,
-    /// Transaction hash.
-    pub hash: B256,
-    /// The EIP-2718 bytes it arrived as (what the WAL stores).
-    pub raw: Bytes,
-}
-
-impl PooledTx {
-    /// Nonce.
-    pub fn nonce(&self) -> u64 {
-        self.envelope.nonce()
-    }
-
-    /// Gas limit.
-    pub fn gas_limit(&self) -> u64 {
-        self.envelope.gas_limit()
-    }
-
-    /// Priority fee paid per gas at `base_fee` (zero if the fee cap is below it).
-    pub fn effective_tip(&self, base_fee: u64) -> u128 {
-        self.envelope.effective_tip_per_gas(base_fee).unwrap_or(0)
-    }
-
-    /// Gas price actually paid per gas at `base_fee`.
-    pub fn effective_gas_price(&self, base_fee: u64) -> u128 {
-        self.envelope.effective_gas_price(Some(base_fee))
-    }
-
-    /// The most this transaction can cost: `gas * maxFee + value`.
-    pub fn max_cost(&self) -> U256 {
-        U256::from(self.envelope.gas_limit()) * U256::from(self.envelope.max_fee_per_gas())
-            + self.envelope.value()
-    }
-
-    /// revm's view of the transaction.
-    pub fn tx_env(&self) -> TxEnv {
-        tx_env(&self.envelope, self.sender)
-    }
-}
-
-/// revm's transaction environment for a signed envelope.
-pub fn tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
-    let authorization_list = envelope
-        .authorization_list()
-        .map(|list| list.iter().cloned().map(Either::Left).collect())
-        .unwrap_or_default();
-    TxEnv {
-        tx_type: envelope.ty(),
-        caller: sender,
-        gas_limit: envelope.gas_limit(),
-        gas_price: envelope.max_fee_per_gas(),
-        kind: envelope.kind(),
-        value: envelope.value(),
-        data: envelope.input().clone(),
-        nonce: envelope.nonce(),
-        chain_id: envelope.chain_id(),
-        access_list: envelope.access_list().cloned().unwrap_or_else(AccessList::default),
-        gas_priority_fee: envelope.max_priority_fee_per_gas(),
-        authorization_list,
-        ..Default::default()
-    }
-}
-
 /// Rules a transaction must meet regardless of state.
 #[derive(Clone, Copy, Debug)]
 pub struct StaticRules {
@@ -282,20 +209,13 @@ pub fn decode_and_check(raw: Bytes, rules: &StaticRules) -> Result<PooledTx, TxE
 
 /// The envelope of exactly one EIP-2718 transaction.
 fn decode_envelope(raw: &[u8]) -> Result<TxEnvelope, TxError> {
-    let mut buf = raw;
-    let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Decode(e.to_string()))?;
-    if !buf.is_empty() {
-        return Err(TxError::Decode(format!("{} trailing bytes after the transaction", buf.len())));
-    }
-    Ok(envelope)
+    chain_rpc::chain::decode_envelope(raw).map_err(TxError::Decode)
 }
 
 /// Decodes a transaction whose sender is already known (from our own WAL, where it was
 /// recovered and checked when the transaction was admitted).
 pub fn decode_recovered(raw: Bytes, sender: Address) -> Result<PooledTx, TxError> {
-    let envelope = decode_envelope(&raw)?;
-    let hash = keccak256(&raw);
-    Ok(PooledTx { envelope, sender, hash, raw })
+    PooledTx::from_recovered(raw, sender).map_err(TxError::Decode)
 }
 
 /// Decodes many transactions at once, recovering senders on all cores.

@@ -7,13 +7,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_consensus::Header;
-use alloy_primitives::{Address, B256, Bloom, Log};
+use alloy_consensus::{
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
+    Transaction, TxEnvelope, TxType, proofs,
+};
+use alloy_eips::{Typed2718, eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_primitives::{Address, B256, Bloom, Bytes, Log, U256};
+use alloy_rlp::Encodable;
 use memstate::{StateDiff, StateError};
 use parking_lot::{Condvar, Mutex, RwLock};
+use revm::{context::TxEnv, primitives::hardfork::SpecId};
 use tokio::sync::broadcast;
 
-use crate::tx::PooledTx;
+use crate::evm::{BlockEnvParams, tx_env};
 
 /// An executed transaction with its receipt data and position.
 #[derive(Debug)]
@@ -91,6 +97,10 @@ pub struct OpenBlock {
     pub timestamp: u64,
     /// Its base fee.
     pub base_fee: u64,
+    /// Its gas limit.
+    pub gas_limit: u64,
+    /// Its fee recipient.
+    pub beneficiary: Address,
     /// Gas used so far.
     pub gas_used: u64,
     /// Mini-blocks sealed so far.
@@ -277,4 +287,150 @@ impl Chain {
     pub fn block_hash_of(&self, tx: &ExecutedTx) -> B256 {
         self.block(tx.block_number).map_or(tx.mini_block_hash, |b| b.hash)
     }
+}
+
+/// A decoded, signature-checked transaction with its recovered sender.
+#[derive(Debug)]
+pub struct PooledTx {
+    /// The transaction.
+    pub envelope: TxEnvelope,
+    /// Recovered signer.
+    pub sender: Address,
+    /// Transaction hash.
+    pub hash: B256,
+    /// The EIP-2718 bytes it arrived as (what the WAL stores).
+    pub raw: Bytes,
+}
+
+/// The envelope of exactly one EIP-2718 transaction (no trailing bytes).
+pub fn decode_envelope(raw: &[u8]) -> Result<TxEnvelope, String> {
+    use alloy_eips::eip2718::Decodable2718;
+    let mut buf = raw;
+    let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| e.to_string())?;
+    if !buf.is_empty() {
+        return Err(format!("{} trailing bytes after the transaction", buf.len()));
+    }
+    Ok(envelope)
+}
+
+/// A mini-block's hash: keccak256 of the previous mini-block's hash, its global number, its EVM
+/// block's number and its transactions' hashes.
+pub fn mini_block_hash<'a>(
+    parent: B256,
+    number: u64,
+    block_number: u64,
+    tx_hashes: impl ExactSizeIterator<Item = &'a B256>,
+) -> B256 {
+    let mut input = Vec::with_capacity(48 + tx_hashes.len() * 32);
+    input.extend_from_slice(parent.as_slice());
+    input.extend_from_slice(&number.to_be_bytes());
+    input.extend_from_slice(&block_number.to_be_bytes());
+    for hash in tx_hashes {
+        input.extend_from_slice(hash.as_slice());
+    }
+    alloy_primitives::keccak256(&input)
+}
+
+impl PooledTx {
+    /// A transaction whose sender is already known (recovered when it was admitted). Errors if
+    /// `raw` is not exactly one EIP-2718 transaction.
+    pub fn from_recovered(raw: Bytes, sender: Address) -> Result<Self, String> {
+        let envelope = decode_envelope(&raw)?;
+        let hash = alloy_primitives::keccak256(&raw);
+        Ok(Self { envelope, sender, hash, raw })
+    }
+
+    /// Nonce.
+    pub fn nonce(&self) -> u64 {
+        self.envelope.nonce()
+    }
+
+    /// Gas limit.
+    pub fn gas_limit(&self) -> u64 {
+        self.envelope.gas_limit()
+    }
+
+    /// Priority fee paid per gas at `base_fee` (zero if the fee cap is below it).
+    pub fn effective_tip(&self, base_fee: u64) -> u128 {
+        self.envelope.effective_tip_per_gas(base_fee).unwrap_or(0)
+    }
+
+    /// Gas price actually paid per gas at `base_fee`.
+    pub fn effective_gas_price(&self, base_fee: u64) -> u128 {
+        self.envelope.effective_gas_price(Some(base_fee))
+    }
+
+    /// The most this transaction can cost: `gas * maxFee + value`.
+    pub fn max_cost(&self) -> U256 {
+        U256::from(self.envelope.gas_limit()) * U256::from(self.envelope.max_fee_per_gas())
+            + self.envelope.value()
+    }
+
+    /// revm's view of the transaction.
+    pub fn tx_env(&self) -> TxEnv {
+        tx_env(&self.envelope, self.sender)
+    }
+}
+
+/// The consensus receipt of an executed transaction.
+pub fn consensus_receipt(tx: &ExecutedTx) -> ReceiptEnvelope<Log> {
+    let receipt = Receipt {
+        status: Eip658Value::Eip658(tx.success),
+        cumulative_gas_used: tx.cumulative_gas_used,
+        logs: tx.logs.clone(),
+    };
+    let ty = TxType::try_from(tx.tx.envelope.ty()).unwrap_or(TxType::Legacy);
+    ReceiptEnvelope::from_typed(ty, ReceiptWithBloom { receipt, logs_bloom: tx.bloom })
+}
+
+/// Builds a block header for `env` with the given contents and roots.
+pub fn build_header(
+    spec: SpecId,
+    env: &BlockEnvParams,
+    parent_hash: B256,
+    state_root: B256,
+    txs: &[Arc<ExecutedTx>],
+    gas_used: u64,
+) -> Header {
+    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
+    let receipts: Vec<_> = txs.iter().map(|t| consensus_receipt(t)).collect();
+    let mut bloom = Bloom::default();
+    for tx in txs {
+        bloom.accrue_bloom(&tx.bloom);
+    }
+    Header {
+        parent_hash,
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: env.beneficiary,
+        state_root,
+        transactions_root: proofs::calculate_transaction_root(&envelopes),
+        receipts_root: proofs::calculate_receipt_root(&receipts),
+        logs_bloom: bloom,
+        difficulty: U256::ZERO,
+        number: env.number,
+        gas_limit: env.gas_limit,
+        gas_used,
+        timestamp: env.timestamp,
+        extra_data: Bytes::new(),
+        mix_hash: env.prevrandao(),
+        nonce: Default::default(),
+        base_fee_per_gas: Some(env.base_fee),
+        withdrawals_root: spec
+            .is_enabled_in(SpecId::SHANGHAI)
+            .then_some(alloy_trie::EMPTY_ROOT_HASH),
+        blob_gas_used: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
+        excess_blob_gas: spec.is_enabled_in(SpecId::CANCUN).then_some(0),
+        parent_beacon_block_root: spec.is_enabled_in(SpecId::CANCUN).then_some(B256::ZERO),
+        requests_hash: spec.is_enabled_in(SpecId::PRAGUE).then_some(EMPTY_REQUESTS_HASH),
+        block_access_list_hash: None,
+        slot_number: None,
+    }
+}
+
+/// RLP size of the whole block (header, transactions, no ommers, no withdrawals).
+pub fn block_size(header: &Header, txs: &[Arc<ExecutedTx>]) -> u64 {
+    let body: usize = txs.iter().map(|t| t.tx.envelope.network_len()).sum();
+    let list = |payload: usize| alloy_rlp::length_of_length(payload) + payload;
+    let withdrawals = if header.withdrawals_root.is_some() { list(0) } else { 0 };
+    list(header.length() + list(body) + list(0) + withdrawals) as u64
 }

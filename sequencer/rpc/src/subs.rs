@@ -18,7 +18,7 @@ use super::{
     convert::{new_head_json, rpc_logs, rpc_receipt},
     error::INVALID_PARAMS,
 };
-use crate::{chain::MiniBlock, node::Node};
+use crate::{View, chain::MiniBlock};
 
 /// A sealed mini-block as `miniBlocks` sends it.
 #[derive(Serialize)]
@@ -128,7 +128,7 @@ fn parse_topic(params: &Params<'static>) -> Result<Topic, ErrorObjectOwned> {
 pub(super) async fn subscribe(
     params: Params<'static>,
     pending: PendingSubscriptionSink,
-    node: Arc<Node>,
+    view: Arc<View>,
 ) -> SubscriptionResult {
     let topic = match parse_topic(&params) {
         Ok(topic) => topic,
@@ -137,7 +137,7 @@ pub(super) async fn subscribe(
             return Ok(());
         }
     };
-    let chain = node.chain.clone();
+    let chain = view.chain.clone();
     match topic {
         Topic::NewHeads => {
             let rx = chain.block_events.subscribe();

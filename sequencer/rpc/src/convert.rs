@@ -8,11 +8,7 @@ use alloy_rpc_types_eth::{
     Block, BlockTransactions, Header as RpcHeader, Log as RpcLog, Transaction, TransactionReceipt,
 };
 
-use crate::{
-    chain::{Chain, ExecutedTx, SealedBlock},
-    root::consensus_receipt,
-    tx::PooledTx,
-};
+use crate::chain::{Chain, ExecutedTx, PooledTx, SealedBlock, consensus_receipt};
 
 /// Where a transaction sits, as readers see it.
 struct Position {
@@ -95,7 +91,7 @@ fn rpc_log(
 }
 
 /// The receipt of an executed transaction.
-pub(super) fn rpc_receipt(chain: &Chain, tx: &ExecutedTx) -> TransactionReceipt {
+pub fn rpc_receipt(chain: &Chain, tx: &ExecutedTx) -> TransactionReceipt {
     let at = position(chain, tx);
     let mut i = 0;
     let inner = consensus_receipt(tx).map_logs(|log| {
@@ -119,7 +115,7 @@ pub(super) fn rpc_receipt(chain: &Chain, tx: &ExecutedTx) -> TransactionReceipt 
 }
 
 /// A sealed block, with full transactions or their hashes.
-pub(super) fn rpc_block(chain: &Chain, block: &SealedBlock, full: bool) -> Block {
+pub fn rpc_block(chain: &Chain, block: &SealedBlock, full: bool) -> Block {
     let transactions = if full {
         BlockTransactions::Full(block.txs.iter().map(|t| rpc_transaction(chain, t)).collect())
     } else {

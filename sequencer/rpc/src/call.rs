@@ -17,21 +17,21 @@ use revm::{
 };
 
 use super::error::{RpcError, revert_error};
-use crate::{exec::simulate, node::Node};
+use crate::{View, evm::simulate};
 
 /// EIP-7825: a transaction may not carry more gas than this from Osaka on.
 const OSAKA_TX_GAS_CAP: u64 = 1 << 24;
 
 /// The highest gas a simulated transaction may use.
-fn gas_ceiling(node: &Node) -> u64 {
-    let mut cap = node.config.rpc.gas_cap.min(node.config.chain.block_gas_limit);
-    if node.rules.spec.is_enabled_in(SpecId::OSAKA) {
+fn gas_ceiling(view: &View) -> u64 {
+    let mut cap = view.settings.gas_cap.min(view.chain.open_block().gas_limit);
+    if view.rules.spec.is_enabled_in(SpecId::OSAKA) {
         cap = cap.min(OSAKA_TX_GAS_CAP);
     }
     cap
 }
 
-fn tx_env(node: &Node, req: &TransactionRequest, gas: u64) -> (TxEnv, bool) {
+fn tx_env(view: &View, req: &TransactionRequest, gas: u64) -> (TxEnv, bool) {
     let caller = req.from.unwrap_or_default();
     let (tx_type, gas_price, priority) = match (req.gas_price, req.max_fee_per_gas) {
         (Some(price), _) => (if req.access_list.is_some() { 1 } else { 0 }, price, None),
@@ -44,7 +44,7 @@ fn tx_env(node: &Node, req: &TransactionRequest, gas: u64) -> (TxEnv, bool) {
     let nonce_given = req.nonce.is_some();
     let nonce = req
         .nonce
-        .unwrap_or_else(|| node.state.account(&caller).map(|a| a.nonce).unwrap_or_default());
+        .unwrap_or_else(|| view.state.account(&caller).map(|a| a.nonce).unwrap_or_default());
     let env = TxEnv {
         tx_type,
         caller,
@@ -54,7 +54,7 @@ fn tx_env(node: &Node, req: &TransactionRequest, gas: u64) -> (TxEnv, bool) {
         value: req.value.unwrap_or_default(),
         data: req.input.input().cloned().unwrap_or_default(),
         nonce,
-        chain_id: Some(node.rules.chain_id),
+        chain_id: Some(view.rules.chain_id),
         access_list: req.access_list.clone().unwrap_or_default(),
         gas_priority_fee: priority,
         authorization_list,
@@ -64,27 +64,27 @@ fn tx_env(node: &Node, req: &TransactionRequest, gas: u64) -> (TxEnv, bool) {
 }
 
 fn run(
-    node: &Node,
+    view: &View,
     req: &TransactionRequest,
     gas: u64,
 ) -> Result<ExecResultAndState<ExecutionResult>, ErrorObjectOwned> {
-    let (env, nonce_given) = tx_env(node, req, gas);
-    let open = node.chain.open_block();
-    let block = crate::exec::BlockEnvParams {
+    let (env, nonce_given) = tx_env(view, req, gas);
+    let open = view.chain.open_block();
+    let block = crate::evm::BlockEnvParams {
         number: open.number,
         timestamp: open.timestamp,
-        beneficiary: node.config.chain.beneficiary,
+        beneficiary: open.beneficiary,
         base_fee: open.base_fee,
-        gas_limit: node.config.chain.block_gas_limit,
+        gas_limit: open.gas_limit,
     }
-    .block_env(node.rules.spec);
-    let chain = node.chain.clone();
+    .block_env(view.rules.spec);
+    let chain = view.chain.clone();
     let hashes =
         move |n: u64| chain.block(n).map(|b| b.hash).ok_or(StateError::BlockHashUnavailable(n));
-    let cap = node.config.rpc.gas_cap;
-    node.state
+    let cap = view.settings.gas_cap;
+    view.state
         .consistent(|| {
-            simulate(&node.state, hashes.clone(), node.rules, block.clone(), env.clone(), |cfg| {
+            simulate(&view.state, hashes.clone(), view.rules, block.clone(), env.clone(), |cfg| {
                 // As geth: calls pay no base fee and need no exact nonce unless one is given.
                 cfg.disable_base_fee = true;
                 cfg.disable_nonce_check = !nonce_given;
@@ -95,9 +95,9 @@ fn run(
 }
 
 /// `eth_call`: the return data, or the revert as geth reports it (code 3, data = output).
-pub(super) fn call(node: &Node, req: &TransactionRequest) -> Result<Bytes, ErrorObjectOwned> {
-    let gas = req.gas.unwrap_or(node.config.rpc.gas_cap).min(node.config.rpc.gas_cap);
-    match run(node, req, gas)?.result {
+pub(super) fn call(view: &View, req: &TransactionRequest) -> Result<Bytes, ErrorObjectOwned> {
+    let gas = req.gas.unwrap_or(view.settings.gas_cap).min(view.settings.gas_cap);
+    match run(view, req, gas)?.result {
         ExecutionResult::Success { output, .. } => Ok(output.into_data()),
         ExecutionResult::Revert { output, .. } => Err(revert_error(&output)),
         ExecutionResult::Halt { reason, .. } => Err(RpcError::Halt(format!("{reason:?}")).into()),
@@ -105,13 +105,13 @@ pub(super) fn call(node: &Node, req: &TransactionRequest) -> Result<Bytes, Error
 }
 
 /// `eth_estimateGas`: the least gas limit (within 1.5%, as geth) at which the call succeeds.
-pub(super) fn estimate_gas(node: &Node, req: &TransactionRequest) -> Result<u64, ErrorObjectOwned> {
-    let ceiling = gas_ceiling(node);
+pub(super) fn estimate_gas(view: &View, req: &TransactionRequest) -> Result<u64, ErrorObjectOwned> {
+    let ceiling = gas_ceiling(view);
     let mut hi = req.gas.unwrap_or(ceiling).min(ceiling);
     // With fees given, the sender must afford them: cap by balance like geth.
     let price = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
     if price > 0 {
-        let balance = node
+        let balance = view
             .state
             .account(&req.from.unwrap_or_default())
             .map(|a| a.balance)
@@ -122,7 +122,7 @@ pub(super) fn estimate_gas(node: &Node, req: &TransactionRequest) -> Result<u64,
             hi = allowance.to();
         }
     }
-    let first = run(node, req, hi)?;
+    let first = run(view, req, hi)?;
     let used = match &first.result {
         ExecutionResult::Success { gas, .. } => gas.total_gas_spent().max(gas.floor_gas()),
         ExecutionResult::Revert { output, .. } => return Err(revert_error(output)),
@@ -130,7 +130,7 @@ pub(super) fn estimate_gas(node: &Node, req: &TransactionRequest) -> Result<u64,
             return Err(RpcError::Halt(format!("{reason:?}")).into());
         }
     };
-    let succeeds = |gas: u64| run(node, req, gas).map(|r| r.result.is_success()).unwrap_or(false);
+    let succeeds = |gas: u64| run(view, req, gas).map(|r| r.result.is_success()).unwrap_or(false);
     let mut lo = used.saturating_sub(1);
     // Most calls succeed with what they used plus the 1/64 kept back by calls: try it first.
     let optimistic = used.saturating_add(2300).saturating_mul(64) / 63;
@@ -173,12 +173,12 @@ fn access_list_of(state: &EvmState, exclude: &[Address], precompiles: &[Address]
 /// `eth_createAccessList`: the accounts and slots the call touches, and the gas it uses with
 /// that list.
 pub(super) fn create_access_list(
-    node: &Node,
+    view: &View,
     req: &TransactionRequest,
 ) -> Result<AccessListResult, ErrorObjectOwned> {
-    let gas = req.gas.unwrap_or(gas_ceiling(node)).min(gas_ceiling(node));
+    let gas = req.gas.unwrap_or(gas_ceiling(view)).min(gas_ceiling(view));
     let precompiles: Vec<Address> = revm::precompile::Precompiles::new(
-        revm::precompile::PrecompileSpecId::from_spec_id(node.rules.spec),
+        revm::precompile::PrecompileSpecId::from_spec_id(view.rules.spec),
     )
     .addresses()
     .copied()
@@ -187,7 +187,7 @@ pub(super) fn create_access_list(
     let mut exclude = vec![from];
     let to = match req.to {
         Some(TxKind::Call(to)) => to,
-        _ => from.create(node.state.account(&from).map(|a| a.nonce).unwrap_or_default()),
+        _ => from.create(view.state.account(&from).map(|a| a.nonce).unwrap_or_default()),
     };
     exclude.push(to);
 
@@ -197,7 +197,7 @@ pub(super) fn create_access_list(
     let mut outcome = None;
     for _ in 0..2 {
         req.access_list = Some(list.clone());
-        let result = run(node, &req, gas)?;
+        let result = run(view, &req, gas)?;
         list = access_list_of(&result.state, &exclude, &precompiles);
         outcome = Some(result.result);
     }
