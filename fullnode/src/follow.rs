@@ -1,9 +1,14 @@
 //! Following the sequencer: signed envelopes in, state out, every EVM block's root checked.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use alloy_consensus::Header;
+use alloy_eips::eip1559::{BaseFeeParams, calc_next_block_base_fee};
 use alloy_primitives::{Address, B256, U256};
+use chain_rpc::chain::{
+    Chain, ExecutedTx, MiniBlock, OpenBlock, PooledTx, SealedBlock, block_size, consensus_receipt,
+    mini_block_hash,
+};
 use feed::{Batch, DaPointer, DaSource, Envelope, EnvelopeError, MiniBlockEnvelope};
 use memstate::{CodecError, DiffCodec, GenesisAlloc, MemState, StateDiff};
 use nomt::{Nomt, Options, SessionParams, hasher::Blake3Hasher};
@@ -21,6 +26,15 @@ pub enum FollowError {
         number: u64,
         /// Why.
         source: CodecError,
+    },
+    /// A mini-block whose transactions do not decode or do not hash to its hash. Nothing was
+    /// applied.
+    #[error("mini-block {number}: {reason}")]
+    Transactions {
+        /// The mini-block.
+        number: u64,
+        /// What is wrong.
+        reason: String,
     },
     /// An envelope out of sequence (a gap, a replay, another branch). Nothing was applied.
     #[error("out of order: expected {expected}, got {got}")]
@@ -43,6 +57,16 @@ pub enum FollowError {
         ours: B256,
         /// Root in the signed header.
         theirs: B256,
+    },
+    /// A signed header whose transactions root, receipts root, bloom or gas used is not that of
+    /// the mini-blocks it closes: the feed contradicts itself. It stops, as for a root
+    /// mismatch.
+    #[error("block {block}: the header's {field} is not that of its mini-blocks")]
+    HeaderMismatch {
+        /// The block.
+        block: u64,
+        /// Which field.
+        field: &'static str,
     },
     /// An earlier root mismatch: nothing more is applied.
     #[error("stopped after a state-root mismatch at block {0}; re-sync")]
@@ -83,7 +107,8 @@ pub struct FollowerConfig {
 /// checking the root at every EVM block.
 pub struct Follower {
     config: FollowerConfig,
-    state: MemState,
+    state: Arc<MemState>,
+    chain: Arc<Chain>,
     codec: DiffCodec,
     nomt: Nomt<Blake3Hasher>,
     /// The next EVM block expected.
@@ -91,9 +116,12 @@ pub struct Follower {
     next_mini: u64,
     last_mini_hash: B256,
     parent_hash: B256,
-    /// The diffs and wiped slots of the block being received.
-    block_diffs: Vec<StateDiff>,
+    /// The diffs, wiped slots and transactions of the block being received.
+    block_diffs: Vec<Arc<StateDiff>>,
     block_wiped: Vec<(Address, U256)>,
+    block_txs: Vec<Arc<ExecutedTx>>,
+    block_gas: u64,
+    block_logs: u64,
     /// The header of every applied block.
     headers: Vec<Header>,
     /// Genesis root, until block 0's header confirms it.
@@ -119,7 +147,7 @@ impl Follower {
         options.hashtable_buckets(config.nomt_buckets);
         let nomt =
             Nomt::<Blake3Hasher>::open(options).map_err(|e| FollowError::Nomt(e.to_string()))?;
-        let state = MemState::new();
+        let state = Arc::new(MemState::new());
         let diff = memstate::genesis_diff(&config.genesis);
         let wiped = state.apply(&diff);
         let genesis_root = commit(&nomt, &diff, &wiped)?;
@@ -127,6 +155,7 @@ impl Follower {
         Ok(Self {
             config,
             state,
+            chain: Arc::new(Chain::new()),
             codec,
             nomt,
             next_block: 0,
@@ -135,6 +164,9 @@ impl Follower {
             parent_hash: B256::ZERO,
             block_diffs: Vec::new(),
             block_wiped: Vec::new(),
+            block_txs: Vec::new(),
+            block_gas: 0,
+            block_logs: 0,
             headers: Vec::new(),
             genesis_root,
             diverged: None,
@@ -142,8 +174,13 @@ impl Follower {
     }
 
     /// The state (through the newest applied mini-block).
-    pub fn state(&self) -> &MemState {
+    pub fn state(&self) -> &Arc<MemState> {
         &self.state
+    }
+
+    /// The applied blocks, mini-blocks and receipts, as the RPC serves them.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
     }
 
     /// The next EVM block expected.
@@ -233,16 +270,115 @@ impl Follower {
                 ),
             });
         }
+        let txs = mini
+            .txs
+            .iter()
+            .map(|record| PooledTx::from_recovered(record.raw.clone(), record.sender).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| FollowError::Transactions { number: mini.number, reason })?;
+        let hash = mini_block_hash(
+            mini.parent_hash,
+            mini.number,
+            mini.block_number,
+            txs.iter().map(|t| &t.hash),
+        );
+        if hash != mini.hash {
+            return Err(FollowError::Transactions {
+                number: mini.number,
+                reason: format!("its transactions hash to {hash}, not to its hash {}", mini.hash),
+            });
+        }
         let diff = {
             let view = self.state.view();
             self.codec
                 .decode(&mini.diff, &view)
                 .map_err(|source| FollowError::Diff { number: mini.number, source })?
         };
+        let diff = Arc::new(diff);
         self.block_wiped.extend(self.state.apply(&diff));
-        self.block_diffs.push(diff);
+        self.block_diffs.push(diff.clone());
         self.next_mini += 1;
         self.last_mini_hash = mini.hash;
+        self.index_mini_block(mini, txs, diff);
+        Ok(())
+    }
+
+    /// Adds an applied mini-block's transactions and receipts to the chain readers see.
+    fn index_mini_block(
+        &mut self,
+        mini: &MiniBlockEnvelope,
+        txs: Vec<Arc<PooledTx>>,
+        diff: Arc<StateDiff>,
+    ) {
+        if self.block_diffs.len() == 1 {
+            // The first mini-block of its EVM block opens that block for readers.
+            let parent = self.headers.last();
+            self.chain.set_open_block(OpenBlock {
+                number: mini.block_number,
+                timestamp: mini.timestamp,
+                base_fee: mini.base_fee,
+                gas_limit: parent.map_or(0, |h| h.gas_limit),
+                beneficiary: parent.map_or(Address::ZERO, |h| h.beneficiary),
+                ..Default::default()
+            });
+        }
+        let mut executed = Vec::with_capacity(txs.len());
+        let mut gas_used = 0;
+        for (tx, record) in txs.into_iter().zip(&mini.txs) {
+            gas_used += record.gas_used;
+            self.block_gas += record.gas_used;
+            let first_log_index = self.block_logs;
+            self.block_logs += record.logs.len() as u64;
+            executed.push(Arc::new(ExecutedTx {
+                block_number: mini.block_number,
+                index: (self.block_txs.len() + executed.len()) as u64,
+                mini_block: mini.number,
+                mini_block_hash: mini.hash,
+                success: record.success,
+                gas_used: record.gas_used,
+                cumulative_gas_used: self.block_gas,
+                logs: record.logs.clone(),
+                first_log_index,
+                contract_address: record.created(),
+                effective_gas_price: record.effective_gas_price,
+                bloom: alloy_primitives::logs_bloom(record.logs.iter()),
+                tx,
+            }));
+        }
+        self.block_txs.extend(executed.iter().cloned());
+        self.chain.push_mini_block(Arc::new(MiniBlock {
+            number: mini.number,
+            block_number: mini.block_number,
+            index: mini.index,
+            hash: mini.hash,
+            sealed_at_ms: mini.sealed_at_ms,
+            txs: executed,
+            gas_used,
+            diff,
+        }));
+    }
+
+    /// Checks that `header` commits to the transactions and receipts of its mini-blocks.
+    fn check_header(&self, header: &Header) -> Result<(), &'static str> {
+        use alloy_consensus::proofs;
+        let envelopes: Vec<_> = self.block_txs.iter().map(|t| t.tx.envelope.clone()).collect();
+        if proofs::calculate_transaction_root(&envelopes) != header.transactions_root {
+            return Err("transactions root");
+        }
+        let receipts: Vec<_> = self.block_txs.iter().map(|t| consensus_receipt(t)).collect();
+        if proofs::calculate_receipt_root(&receipts) != header.receipts_root {
+            return Err("receipts root");
+        }
+        let mut bloom = alloy_primitives::Bloom::default();
+        for tx in &self.block_txs {
+            bloom.accrue_bloom(&tx.bloom);
+        }
+        if bloom != header.logs_bloom {
+            return Err("logs bloom");
+        }
+        if self.block_gas != header.gas_used {
+            return Err("gas used");
+        }
         Ok(())
     }
 
@@ -263,10 +399,19 @@ impl Follower {
                 got: format!("a block of {mini_blocks} mini-blocks"),
             });
         }
+        if let Err(field) = self.check_header(header) {
+            self.diverged = Some(header.number);
+            tracing::error!(
+                block = header.number,
+                field,
+                "SIGNED HEADER CONTRADICTS ITS MINI-BLOCKS: this node stops applying; re-sync"
+            );
+            return Err(FollowError::HeaderMismatch { block: header.number, field });
+        }
         let ours = if header.number == 0 {
             self.genesis_root
         } else {
-            let merged = StateDiff::merged(self.block_diffs.iter());
+            let merged = StateDiff::merged(self.block_diffs.iter().map(|d| &**d));
             commit(&self.nomt, &merged, &self.block_wiped)?
         };
         self.block_diffs.clear();
@@ -283,6 +428,30 @@ impl Follower {
         self.parent_hash = header.hash_slow();
         self.headers.push(header.clone());
         self.next_block += 1;
+        let txs = std::mem::take(&mut self.block_txs);
+        self.block_gas = 0;
+        self.block_logs = 0;
+        self.chain.push_block(Arc::new(SealedBlock {
+            size: block_size(header, &txs),
+            header: header.clone(),
+            hash: self.parent_hash,
+            txs,
+            mini_block_count: mini_blocks,
+        }));
+        // Until the next block's first mini-block says otherwise.
+        self.chain.set_open_block(OpenBlock {
+            number: header.number + 1,
+            timestamp: header.timestamp,
+            base_fee: calc_next_block_base_fee(
+                header.gas_used,
+                header.gas_limit,
+                header.base_fee_per_gas.unwrap_or_default(),
+                BaseFeeParams::ethereum(),
+            ),
+            gas_limit: header.gas_limit,
+            beneficiary: header.beneficiary,
+            ..Default::default()
+        });
         metrics::gauge!("fullnode_block_number").set(header.number as f64);
         tracing::info!(block = header.number, root = %ours, mini_blocks, "block applied, state root checked");
         Ok(())

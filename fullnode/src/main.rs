@@ -1,13 +1,15 @@
 //! The `fullnode` binary: follows the sequencer over libp2p (and first from its DA archive
-//! when given one), applying every signed diff and checking every block's state root. After a
-//! root mismatch it re-syncs from genesis.
+//! when given one), applying every signed diff and checking every block's state root, and
+//! serves the read-only JSON-RPC over what it applied (transactions are forwarded to the
+//! sequencer). After a root mismatch it stops serving, re-syncs from genesis and serves again.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use alloy_primitives::Address;
 use clap::Parser;
 use feed::{LocalArchive, Signer};
 use fullnode::{Follower, FollowerConfig};
+use jsonrpsee::server::ServerHandle;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,7 +28,8 @@ struct Cli {
     /// 31337, and the sequencer's dev p2p address as bootstrap.
     #[arg(long)]
     dev: bool,
-    /// Multiaddr of a peer to follow (repeatable); `--dev` adds /ip4/127.0.0.1/tcp/30333.
+    /// Multiaddr of a peer to follow (repeatable); with none, `--dev` follows
+    /// /ip4/127.0.0.1/tcp/30333 (a `sequencer --dev` on this host).
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<p2p::Address>,
     /// libp2p listen multiaddr. Default /ip4/127.0.0.1/tcp/0 (a free port).
@@ -50,6 +53,21 @@ struct Cli {
     /// Apply what the archive holds, then exit instead of following the network.
     #[arg(long, requires = "archive")]
     once: bool,
+    /// Address of the JSON-RPC server (HTTP and WebSocket).
+    #[arg(long, default_value = "127.0.0.1:8546")]
+    rpc_addr: SocketAddr,
+    /// Serve no JSON-RPC.
+    #[arg(long)]
+    no_rpc: bool,
+    /// The sequencer's JSON-RPC URL, where transactions sent here are forwarded.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    sequencer_rpc: String,
+    /// The chain's hard fork (as the sequencer's `chain.hardfork`), for `eth_call`.
+    #[arg(long, default_value = "osaka")]
+    hardfork: String,
+    /// Gas cap of `eth_call`, `eth_estimateGas` and `eth_createAccessList`.
+    #[arg(long, default_value_t = 50_000_000)]
+    rpc_gas_cap: u64,
 }
 
 fn main() -> ExitCode {
@@ -102,25 +120,48 @@ fn run(cli: &Cli, config: FollowerConfig) -> Result<(), String> {
         Some(dir) => Some(LocalArchive::open(dir).map_err(|e| e.to_string())?),
         None => None,
     };
-    let start = |config: &FollowerConfig| -> Result<Follower, String> {
-        let mut follower = Follower::new(config.clone(), &nomt_dir).map_err(|e| e.to_string())?;
-        if let Some(archive) = &archive {
-            let applied = follower.catch_up(archive).map_err(|e| e.to_string())?;
-            report(&follower, applied);
-        }
-        Ok(follower)
-    };
-    let mut follower = start(&config)?;
-    if cli.once {
-        return Ok(());
-    }
+    let spec = chain_rpc::evm::parse_spec(&cli.hardfork).ok_or_else(|| {
+        format!("unknown hard fork {:?} (shanghai, cancun, prague, osaka)", cli.hardfork)
+    })?;
+    let rules = chain_rpc::evm::ChainRules { spec, chain_id: config.chain_id };
+    let settings = chain_rpc::Settings { gas_cap: cli.rpc_gas_cap, ..Default::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // A follower at genesis, serving RPC (unless `--no-rpc`) while it catches up from the
+    // archive.
+    let start = |config: &FollowerConfig| -> Result<(Follower, Option<ServerHandle>), String> {
+        let mut follower = Follower::new(config.clone(), &nomt_dir).map_err(|e| e.to_string())?;
+        let server = if cli.no_rpc || cli.once {
+            None
+        } else {
+            let module = fullnode::rpc::module(
+                &follower,
+                rules,
+                settings,
+                fullnode::rpc::Forwarder::new(cli.sequencer_rpc.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+            let (bound, handle) = runtime
+                .block_on(fullnode::rpc::serve(module, cli.rpc_addr))
+                .map_err(|e| format!("JSON-RPC on {}: {e}", cli.rpc_addr))?;
+            println!("JSON-RPC on http://{bound} (ws://{bound})");
+            Some(handle)
+        };
+        if let Some(archive) = &archive {
+            let applied = follower.catch_up(archive).map_err(|e| e.to_string())?;
+            report(&follower, applied);
+        }
+        Ok((follower, server))
+    };
+    let (mut follower, mut server) = start(&config)?;
+    if cli.once {
+        return Ok(());
+    }
     let mut bootstrap = cli.bootstrap.clone();
-    if cli.dev {
+    if cli.dev && bootstrap.is_empty() {
         bootstrap.push("/ip4/127.0.0.1/tcp/30333".parse().expect("a multiaddr"));
     }
     let p2p_config = p2p::P2pConfig {
@@ -133,8 +174,12 @@ fn run(cli: &Cli, config: FollowerConfig) -> Result<(), String> {
     println!("following as peer {}", net.peer_id());
     loop {
         if let Err(err) = fullnode::follow_network(&mut follower, &net, &events, |_| false) {
-            tracing::error!(%err, "re-syncing from genesis");
-            follower = start(&config)?;
+            tracing::error!(%err, "stopped serving; re-syncing from genesis");
+            if let Some(server) = server.take() {
+                let _ = server.stop();
+                runtime.block_on(server.stopped());
+            }
+            (follower, server) = start(&config)?;
         }
     }
 }

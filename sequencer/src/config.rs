@@ -217,12 +217,7 @@ impl ChainConfig {
     }
 }
 
-fn parse_spec(name: &str) -> Option<SpecId> {
-    let wanted = name.trim().to_ascii_lowercase();
-    [SpecId::SHANGHAI, SpecId::CANCUN, SpecId::PRAGUE, SpecId::OSAKA]
-        .into_iter()
-        .find(|spec| <&'static str>::from(*spec).eq_ignore_ascii_case(&wanted))
-}
+use chain_rpc::evm::parse_spec;
 
 /// `[blocks]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -192,6 +192,26 @@ async fn run(dev: bool, config: Config, placement: Placement) -> Result<(), Stri
     if node.config.metrics.enabled {
         println!("Metrics: http://{}/metrics", node.config.metrics.addr);
     }
+    if let Some(net) = node.p2p() {
+        // Followers bootstrap from these (the listeners bind a moment after start).
+        let addrs = tokio::task::spawn_blocking(move || {
+            for _ in 0..200 {
+                match net.listening() {
+                    Ok(addrs) if addrs.is_empty() => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    Ok(addrs) => return addrs.into_iter().map(|a| (a, net.peer_id())).collect(),
+                    Err(_) => break,
+                }
+            }
+            Vec::new()
+        })
+        .await
+        .unwrap_or_default();
+        for (addr, peer) in addrs {
+            println!("p2p listening on {addr}/p2p/{peer}");
+        }
+    }
     println!("RPC listening on http://{bound} and ws://{bound}");
     println!("Started in {} ms", started.elapsed().as_millis());
 

@@ -158,3 +158,12 @@ pub fn tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
         ..Default::default()
     }
 }
+
+/// The hard forks this chain can run, by name (`shanghai`, `cancun`, `prague`, `osaka`; any
+/// case).
+pub fn parse_spec(name: &str) -> Option<SpecId> {
+    let wanted = name.trim().to_ascii_lowercase();
+    [SpecId::SHANGHAI, SpecId::CANCUN, SpecId::PRAGUE, SpecId::OSAKA]
+        .into_iter()
+        .find(|spec| <&'static str>::from(*spec).eq_ignore_ascii_case(&wanted))
+}

@@ -24,6 +24,8 @@ pub(crate) struct Sequencer {
     pub(crate) child: Child,
     pub(crate) url: String,
     pub(crate) addr: String,
+    /// The multiaddrs its libp2p node listens on (with `/p2p/<peer id>`).
+    pub(crate) p2p: Vec<String>,
     /// The data directory when the test gave none: removed when the test ends. (Dev mode's own
     /// temporary directory is removed only on a clean stop, and tests kill the process.)
     _datadir: Option<tempfile::TempDir>,
@@ -65,15 +67,20 @@ impl Sequencer {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut p2p = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("p2p listening on ") {
+                    p2p.push(rest.trim().to_string());
+                }
                 if let Some(rest) = line.strip_prefix("RPC listening on http://") {
                     let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, std::mem::take(&mut p2p)));
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("sequencer did not start");
-        Self { child, url: format!("http://{addr}"), addr, _datadir: owned }
+        let (addr, p2p) =
+            rx.recv_timeout(Duration::from_secs(60)).expect("sequencer did not start");
+        Self { child, url: format!("http://{addr}"), addr, p2p, _datadir: owned }
     }
 
     /// SIGKILL, no chance to flush anything.

@@ -6,6 +6,7 @@
 mod client;
 mod common;
 mod crash;
+mod fullnode;
 mod host;
 mod rejections;
 mod spec;
