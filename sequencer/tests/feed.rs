@@ -275,10 +275,43 @@ fn a_follower_refuses_forgeries_replays_and_a_wrong_root() {
     garbage.diff = Bytes::from_static(&[1, 0, 3, 1, 2]);
     let garbage = Envelope::MiniBlock(garbage).sign(&Signer::dev());
     assert!(matches!(f.apply_signed(&garbage), Err(fullnode::FollowError::Diff { .. })));
+    // Transactions that are not the mini-block's (another valid one, or bytes that are no
+    // transaction), signed by the right key: refused, nothing applied.
+    for raw in [
+        tx(2, 7, TxKind::Call(Address::repeat_byte(0xb1)), 9, Bytes::new(), 21_000),
+        Bytes::from_static(&[0x02, 0xc0]),
+    ] {
+        let mut other = opened.clone();
+        other.txs[0].raw = raw;
+        let other = Envelope::MiniBlock(other).sign(&Signer::dev());
+        assert!(matches!(f.apply_signed(&other), Err(fullnode::FollowError::Transactions { .. })));
+    }
     assert_eq!(
         f.state().mpt_root(),
         MemState::from_genesis(&sequencer::dev::dev_alloc()).mpt_root()
     );
+    assert!(f.chain().tx(&alloy_primitives::keccak256(&opened.txs[0].raw)).is_none());
+    // A receipt altered under the sequencer's key: the block's signed receipts root exposes it
+    // and the follower stops.
+    {
+        let mut h = follower(dir.path(), "nomt-receipt");
+        h.offer_batch(0, &archive.get(0, &DaPointer::default()).unwrap().unwrap()).unwrap();
+        let mut altered = opened.clone();
+        altered.txs[0].gas_used += 1;
+        h.apply_signed(&Envelope::MiniBlock(altered).sign(&Signer::dev())).unwrap();
+        for e in &one.envelopes[1..] {
+            if let Err(err) = h.apply_signed(e) {
+                assert!(
+                    matches!(
+                        err,
+                        fullnode::FollowError::HeaderMismatch { block: 1, field: "receipts root" }
+                    ),
+                    "{err}"
+                );
+            }
+        }
+        assert_eq!(h.next_block(), 1, "block 1 was not accepted");
+    }
 
     f.apply_signed(&mini).unwrap();
     assert!(
@@ -304,6 +337,10 @@ fn a_follower_refuses_forgeries_replays_and_a_wrong_root() {
         f.apply_signed(one.envelopes.last().unwrap()),
         Err(fullnode::FollowError::Diverged(1))
     ));
+    // Readers saw block 1's transaction from its mini-block on, with its receipt.
+    let sent = f.chain().tx(&alloy_primitives::keccak256(&opened.txs[0].raw)).unwrap();
+    assert_eq!(sent.gas_used, 21_000);
+    assert!(sent.success);
     assert!(head >= 1);
 }
 
