@@ -26,6 +26,15 @@ pub fn slot_key(address: &Address, slot: &U256) -> [u8; 32] {
     keccak256(buf).0
 }
 
+/// NOMT value of an account: nonce (8 bytes BE) ‖ balance (32 BE) ‖ code hash (32).
+pub fn account_value(info: &crate::AccountData) -> Vec<u8> {
+    let mut v = Vec::with_capacity(72);
+    v.extend_from_slice(&info.nonce.to_be_bytes());
+    v.extend_from_slice(&info.balance.to_be_bytes::<32>());
+    v.extend_from_slice(info.code_hash.as_slice());
+    v
+}
+
 /// The NOMT operations for a block's diff, sorted by key path as NOMT requires.
 pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], KeyReadWrite)> {
     let mut ops: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
@@ -33,13 +42,7 @@ pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], K
         ops.insert(slot_key(address, slot), None);
     }
     for (address, change) in &diff.accounts {
-        let value = change.info.map(|info| {
-            let mut v = Vec::with_capacity(72);
-            v.extend_from_slice(&info.nonce.to_be_bytes());
-            v.extend_from_slice(&info.balance.to_be_bytes::<32>());
-            v.extend_from_slice(info.code_hash.as_slice());
-            v
-        });
+        let value = change.info.map(|info| account_value(&info));
         ops.insert(account_key(address), value);
         for (slot, value) in &change.storage {
             let value = (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec());

@@ -22,15 +22,16 @@ mod genesis;
 mod mpt;
 mod overlay;
 mod state;
+pub mod witness;
 
 pub use codec::{
     CodecError, DiffCodec, EncodedSize, FORMAT_VERSION, KeyIndex, MAX_CODE_BYTES,
     MAX_PAYLOAD_BYTES, PriorState,
 };
-pub use commitment::{account_key, nomt_ops, slot_key};
+pub use commitment::{account_key, account_value, nomt_ops, slot_key};
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
-pub use overlay::{BlockHashes, NoBlockHashes, Overlay, account_info};
+pub use overlay::{BlockHashes, NoBlockHashes, Overlay, ReadSet, account_info};
 pub use state::{
     Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView, Storage,
 };

@@ -36,11 +36,45 @@ impl<F: Fn(u64) -> Result<B256, StateError>> BlockHashes for F {
 }
 
 /// A writable layer over a shared [`MemState`]; the layer is the [`StateDiff`] it accumulates.
+/// It records which keys revm read through it ([`ReadSet`]): a block's witness is built from
+/// them.
 #[derive(Debug)]
 pub struct Overlay<'a, H> {
     base: &'a MemState,
     hashes: H,
     diff: StateDiff,
+    reads: ReadSet,
+}
+
+/// The keys a run of transactions read through revm's `Database`: accounts, storage slots and
+/// block hashes, in the order read (with repeats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadSet {
+    /// Accounts.
+    pub accounts: Vec<Address>,
+    /// Storage slots.
+    pub slots: Vec<(Address, U256)>,
+    /// Block numbers whose hash was asked for.
+    pub block_hashes: Vec<u64>,
+}
+
+impl ReadSet {
+    /// Adds `other`'s keys.
+    pub fn extend(&mut self, other: &ReadSet) {
+        self.accounts.extend_from_slice(&other.accounts);
+        self.slots.extend_from_slice(&other.slots);
+        self.block_hashes.extend_from_slice(&other.block_hashes);
+    }
+
+    /// Sorts and drops repeats.
+    pub fn normalize(&mut self) {
+        self.accounts.sort_unstable();
+        self.accounts.dedup();
+        self.slots.sort_unstable();
+        self.slots.dedup();
+        self.block_hashes.sort_unstable();
+        self.block_hashes.dedup();
+    }
 }
 
 /// revm's account info for an account's fields (code left for revm to load by hash, except
@@ -60,7 +94,17 @@ pub fn account_info(data: AccountData) -> AccountInfo {
 impl<'a, H: BlockHashes> Overlay<'a, H> {
     /// An empty layer over `base`.
     pub fn new(base: &'a MemState, hashes: H) -> Self {
-        Self { base, hashes, diff: StateDiff::default() }
+        Self { base, hashes, diff: StateDiff::default(), reads: ReadSet::default() }
+    }
+
+    /// The keys revm has read through this layer so far.
+    pub fn reads(&self) -> &ReadSet {
+        &self.reads
+    }
+
+    /// Ends the layer, returning its changes and the keys read.
+    pub fn into_parts(self) -> (StateDiff, ReadSet) {
+        (self.diff, self.reads)
     }
 
     /// What has been committed into the layer so far.
@@ -147,6 +191,7 @@ impl<H: BlockHashes> Database for Overlay<'_, H> {
     type Error = StateError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        self.reads.accounts.push(address);
         Ok(self.account(&address).map(account_info))
     }
 
@@ -155,10 +200,12 @@ impl<H: BlockHashes> Database for Overlay<'_, H> {
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
+        self.reads.slots.push((address, index));
         Ok(self.storage_value(&address, &index))
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.reads.block_hashes.push(number);
         Overlay::block_hash(self, number)
     }
 }

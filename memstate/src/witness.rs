@@ -1,0 +1,608 @@
+//! Block witnesses: the pre-state of every account, slot and code an EVM block read or wrote,
+//! the block hashes it asked for, and a NOMT multiproof of those values against the parent
+//! state root. With a witness and the block, and nothing else, a prover re-executes the block
+//! ([`VerifiedWitness::state`]), checks that it read nothing the witness lacks
+//! ([`VerifiedWitness::covers`]) and recomputes the post-state root from the proof and the
+//! block's writes ([`VerifiedWitness::post_root`], NOMT's own update logic).
+//!
+//! The sequencer builds a witness while it commits the block ([`pre_state`] reads the values
+//! from NOMT at the parent root, in the session whose witness supplies the proof).
+
+use std::collections::{BTreeMap, HashMap};
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
+use nomt::{
+    KeyReadWrite,
+    hasher::{Blake3Hasher, ValueHasher},
+    proof::{MultiProof, VerifiedMultiProof},
+    trie::LeafData,
+};
+use revm::state::Bytecode;
+
+use crate::{
+    AccountData, AccountDiff, MemState, ReadSet, StateDiff,
+    commitment::{account_key, account_value, nomt_ops, slot_key},
+};
+
+/// Format version (the first byte of an encoded witness).
+pub const WITNESS_VERSION: u8 = 1;
+/// Largest witness accepted, decompressed.
+pub const MAX_WITNESS_BYTES: usize = 256 << 20;
+
+/// Why a witness was refused. Each says what is wrong, so a verdict can name it.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// Bytes that are not a witness.
+    #[error("malformed witness: {0}")]
+    Malformed(String),
+    /// The multiproof does not hash to the parent root.
+    #[error("the witness proof does not verify against parent root {root}: {reason}")]
+    Proof {
+        /// The parent root.
+        root: B256,
+        /// NOMT's reason.
+        reason: String,
+    },
+    /// An entry whose value is not the one the parent root commits to.
+    #[error("witness entry {0} does not match the parent state root")]
+    Entry(String),
+    /// A code hash whose code the witness lacks.
+    #[error("the witness has no code for {0}")]
+    MissingCode(B256),
+    /// The block read a key the witness does not hold.
+    #[error("read outside the witness: {0}")]
+    ReadOutside(String),
+    /// The writes cannot be applied to the proof (a write outside the witness).
+    #[error("post-state root: {0}")]
+    Update(String),
+    /// NOMT failed while building a witness.
+    #[error("NOMT: {0}")]
+    Nomt(String),
+}
+
+/// The pre-state of a block's keys and its proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Witness {
+    /// Accounts (`None`: no account), sorted by address.
+    pub accounts: Vec<(Address, Option<AccountData>)>,
+    /// Storage slots, sorted.
+    pub slots: Vec<(Address, U256, U256)>,
+    /// Code of the accounts that have some.
+    pub codes: Vec<Bytes>,
+    /// Block hashes read by BLOCKHASH.
+    pub block_hashes: Vec<(u64, B256)>,
+    /// NOMT multiproof of the accounts and slots against the parent root.
+    pub proof: MultiProof,
+}
+
+/// The pre-state values of a block's keys, read from NOMT at the parent root, and the NOMT
+/// operations that commit the block.
+#[derive(Debug)]
+pub struct PreState {
+    /// Accounts, sorted.
+    pub accounts: Vec<(Address, Option<AccountData>)>,
+    /// Slots, sorted.
+    pub slots: Vec<(Address, U256, U256)>,
+    /// The block's operations, sorted by key path: its writes, and a read of every other key.
+    pub ops: Vec<([u8; 32], KeyReadWrite)>,
+}
+
+fn decode_account(value: &[u8]) -> Result<AccountData, String> {
+    if value.len() != 72 {
+        return Err(format!("account value of {} bytes", value.len()));
+    }
+    Ok(AccountData {
+        nonce: u64::from_be_bytes(value[..8].try_into().expect("8 bytes")),
+        balance: U256::from_be_slice(&value[8..40]),
+        code_hash: B256::from_slice(&value[40..72]),
+    })
+}
+
+/// Reads, through `read` (NOMT's session at the parent root), the pre-state of every key the
+/// block touched: those `reads` recorded and those `diff` and `wiped` write.
+pub fn pre_state(
+    read: impl Fn(&[u8; 32]) -> Result<Option<Vec<u8>>, String>,
+    diff: &StateDiff,
+    wiped: &[(Address, U256)],
+    reads: &ReadSet,
+) -> Result<PreState, WitnessError> {
+    let mut accounts: Vec<Address> =
+        reads.accounts.iter().chain(diff.accounts.keys()).copied().collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let mut slots: Vec<(Address, U256)> = reads
+        .slots
+        .iter()
+        .copied()
+        .chain(wiped.iter().copied())
+        .chain(diff.accounts.iter().flat_map(|(a, c)| c.storage.keys().map(|s| (*a, *s))))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let mut ops: BTreeMap<[u8; 32], KeyReadWrite> = nomt_ops(diff, wiped).into_iter().collect();
+    let mut pre_accounts = Vec::with_capacity(accounts.len());
+    for address in accounts {
+        let key = account_key(&address);
+        let value = read(&key).map_err(WitnessError::Nomt)?;
+        let data = match &value {
+            Some(v) => Some(decode_account(v).map_err(WitnessError::Nomt)?),
+            None => None,
+        };
+        ops.entry(key).or_insert(KeyReadWrite::Read(value));
+        pre_accounts.push((address, data));
+    }
+    let mut pre_slots = Vec::with_capacity(slots.len());
+    for (address, slot) in slots {
+        let key = slot_key(&address, &slot);
+        let value = read(&key).map_err(WitnessError::Nomt)?;
+        let word = value.as_deref().map_or(U256::ZERO, U256::from_be_slice);
+        ops.entry(key).or_insert(KeyReadWrite::Read(value));
+        pre_slots.push((address, slot, word));
+    }
+    Ok(PreState { accounts: pre_accounts, slots: pre_slots, ops: ops.into_iter().collect() })
+}
+
+/// Commits a block's writes to `nomt` in a session with witness mode on, and returns the new
+/// root and the block's witness: its pre-state (the keys `reads` lists and those it writes),
+/// with `code` for the accounts' code and `block_hash` for the hashes it asked for.
+pub fn commit_with_witness(
+    nomt: &nomt::Nomt<Blake3Hasher>,
+    diff: &StateDiff,
+    wiped: &[(Address, U256)],
+    reads: &ReadSet,
+    code: impl Fn(&B256) -> Option<Bytes>,
+    block_hash: impl Fn(u64) -> Option<B256>,
+) -> Result<(B256, Witness), WitnessError> {
+    let nomt_error = |e: &dyn std::fmt::Display| WitnessError::Nomt(e.to_string());
+    let session = nomt.begin_session(
+        nomt::SessionParams::default().witness_mode(nomt::WitnessMode::read_write()),
+    );
+    let pre = pre_state(|key| session.read(*key).map_err(|e| e.to_string()), diff, wiped, reads)?;
+    let mut pre = pre;
+    let ops = std::mem::take(&mut pre.ops);
+    let mut finished = session.finish(ops).map_err(|e| nomt_error(&e))?;
+    let root = B256::from(finished.root().into_inner());
+    let nomt_witness =
+        finished.take_witness().ok_or_else(|| WitnessError::Nomt("no witness recorded".into()))?;
+    finished.commit(nomt).map_err(|e| nomt_error(&e))?;
+    let mut hashes = Vec::with_capacity(reads.block_hashes.len());
+    for number in &reads.block_hashes {
+        let hash = block_hash(*number)
+            .ok_or_else(|| WitnessError::Nomt(format!("hash of block {number} unknown")))?;
+        hashes.push((*number, hash));
+    }
+    hashes.sort_unstable();
+    hashes.dedup();
+    Ok((root, Witness::new(pre, nomt_witness, code, hashes)?))
+}
+
+impl Witness {
+    /// A witness from the pre-state, NOMT's witness of the session that committed the block,
+    /// the code of the accounts (`code` by hash) and the block hashes the block asked for.
+    pub fn new(
+        pre: PreState,
+        nomt_witness: nomt::Witness,
+        code: impl Fn(&B256) -> Option<Bytes>,
+        block_hashes: Vec<(u64, B256)>,
+    ) -> Result<Self, WitnessError> {
+        let mut paths: Vec<_> = nomt_witness.path_proofs.into_iter().map(|p| p.inner).collect();
+        paths.sort_by(|a, b| a.terminal.path().cmp(b.terminal.path()));
+        paths.dedup_by(|a, b| a.terminal.path() == b.terminal.path());
+        let mut codes = Vec::new();
+        for (_, data) in &pre.accounts {
+            if let Some(data) = data
+                && data.code_hash != crate::KECCAK_EMPTY
+            {
+                codes.push(code(&data.code_hash).ok_or(WitnessError::MissingCode(data.code_hash))?);
+            }
+        }
+        codes.sort();
+        codes.dedup();
+        Ok(Self {
+            accounts: pre.accounts,
+            slots: pre.slots,
+            codes,
+            block_hashes,
+            proof: MultiProof::from_path_proofs(paths),
+        })
+    }
+
+    /// The byte form: version, then the zstd-compressed RLP body (the proof inside in NOMT's
+    /// borsh encoding).
+    pub fn encode(&self) -> Vec<u8> {
+        let body = Body {
+            accounts: self
+                .accounts
+                .iter()
+                .map(|(address, data)| AccountEntry {
+                    address: *address,
+                    exists: data.is_some(),
+                    nonce: data.map_or(0, |d| d.nonce),
+                    balance: data.map_or(U256::ZERO, |d| d.balance),
+                    code_hash: data.map_or(B256::ZERO, |d| d.code_hash),
+                })
+                .collect(),
+            slots: self
+                .slots
+                .iter()
+                .map(|(address, slot, value)| SlotEntry {
+                    address: *address,
+                    slot: *slot,
+                    value: *value,
+                })
+                .collect(),
+            codes: self.codes.clone(),
+            block_hashes: self
+                .block_hashes
+                .iter()
+                .map(|(number, hash)| HashEntry { number: *number, hash: *hash })
+                .collect(),
+            proof: borsh::to_vec(&self.proof).expect("in-memory serialization").into(),
+        };
+        let mut raw = Vec::with_capacity(body.length());
+        body.encode(&mut raw);
+        let mut out = vec![WITNESS_VERSION];
+        out.extend(zstd::bulk::compress(&raw, 3).expect("in-memory compression"));
+        out
+    }
+
+    /// Parses [`Witness::encode`]'s output. Untrusted bytes give an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WitnessError> {
+        let malformed = |e: &dyn std::fmt::Display| WitnessError::Malformed(e.to_string());
+        let (&version, compressed) = bytes.split_first().ok_or_else(|| malformed(&"empty"))?;
+        if version != WITNESS_VERSION {
+            return Err(malformed(&format!("version {version}, expected {WITNESS_VERSION}")));
+        }
+        let raw =
+            zstd::bulk::decompress(compressed, MAX_WITNESS_BYTES).map_err(|e| malformed(&e))?;
+        let mut buf = raw.as_slice();
+        let body = Body::decode(&mut buf).map_err(|e| malformed(&e))?;
+        if !buf.is_empty() {
+            return Err(malformed(&"trailing bytes"));
+        }
+        let proof: MultiProof = borsh::from_slice(&body.proof).map_err(|e| malformed(&e))?;
+        let accounts: Vec<_> = body
+            .accounts
+            .into_iter()
+            .map(|e| {
+                let data = e.exists.then_some(AccountData {
+                    nonce: e.nonce,
+                    balance: e.balance,
+                    code_hash: e.code_hash,
+                });
+                (e.address, data)
+            })
+            .collect();
+        let slots: Vec<_> = body.slots.into_iter().map(|e| (e.address, e.slot, e.value)).collect();
+        if !accounts.windows(2).all(|w| w[0].0 < w[1].0)
+            || !slots.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+        {
+            return Err(malformed(&"entries out of order or repeated"));
+        }
+        Ok(Self {
+            accounts,
+            slots,
+            codes: body.codes,
+            block_hashes: body.block_hashes.into_iter().map(|e| (e.number, e.hash)).collect(),
+            proof,
+        })
+    }
+
+    /// Checks the proof against `parent_root` and every entry against the proof, and that
+    /// every account with code has its code here.
+    pub fn verify(&self, parent_root: B256) -> Result<VerifiedWitness, WitnessError> {
+        let proof =
+            guarded(|| nomt::proof::verify_multi_proof::<Blake3Hasher>(&self.proof, parent_root.0))
+                .map_err(|reason| WitnessError::Proof { root: parent_root, reason })?
+                .map_err(|e| WitnessError::Proof { root: parent_root, reason: format!("{e:?}") })?;
+        let confirm = |key: [u8; 32], value: Option<Vec<u8>>, what: &dyn Fn() -> String| {
+            let outcome = guarded(|| match &value {
+                Some(v) => proof.confirm_value(&LeafData {
+                    key_path: key,
+                    value_hash: Blake3Hasher::hash_value(v),
+                }),
+                None => proof.confirm_nonexistence(&key),
+            });
+            match outcome {
+                Ok(Ok(true)) => Ok(()),
+                _ => Err(WitnessError::Entry(what())),
+            }
+        };
+        for (address, data) in &self.accounts {
+            let value = data.map(|d| account_value(&d));
+            confirm(account_key(address), value, &|| format!("account {address}"))?;
+        }
+        for (address, slot, value) in &self.slots {
+            let bytes = (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec());
+            confirm(slot_key(address, slot), bytes, &|| format!("slot {slot:#x} of {address}"))?;
+        }
+        let codes: HashMap<B256, Bytes> =
+            self.codes.iter().map(|c| (keccak256(c), c.clone())).collect();
+        for (_, data) in &self.accounts {
+            if let Some(data) = data
+                && data.code_hash != crate::KECCAK_EMPTY
+                && !codes.contains_key(&data.code_hash)
+            {
+                return Err(WitnessError::MissingCode(data.code_hash));
+            }
+        }
+        Ok(VerifiedWitness { proof, witness: self.clone(), codes })
+    }
+}
+
+/// Runs `f`, turning a panic (NOMT's proof code indexes what it is given) into an error.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| "malformed proof (NOMT's verifier panicked)".to_string())
+}
+
+/// A witness whose every entry the parent root commits to.
+#[derive(Debug)]
+pub struct VerifiedWitness {
+    proof: VerifiedMultiProof,
+    witness: Witness,
+    codes: HashMap<B256, Bytes>,
+}
+
+impl VerifiedWitness {
+    /// A state holding exactly the witnessed pre-state (missing keys read as empty: check
+    /// [`VerifiedWitness::covers`] after executing over it).
+    pub fn state(&self) -> MemState {
+        let mut diff = StateDiff::default();
+        for (address, data) in &self.witness.accounts {
+            if let Some(data) = data {
+                diff.accounts.insert(
+                    *address,
+                    AccountDiff { info: Some(*data), storage_cleared: false, ..Default::default() },
+                );
+            }
+        }
+        for (address, slot, value) in &self.witness.slots {
+            if let Some(change) = diff.accounts.get_mut(address)
+                && !value.is_zero()
+            {
+                change.storage.insert(*slot, *value);
+            }
+        }
+        for (hash, code) in &self.codes {
+            diff.codes.insert(*hash, Bytecode::new_raw(code.clone()));
+        }
+        let state = MemState::new();
+        state.apply(&diff);
+        state
+    }
+
+    /// The block hash of `number`, if the witness holds it.
+    pub fn block_hash(&self, number: u64) -> Option<B256> {
+        self.witness.block_hashes.iter().find(|(n, _)| *n == number).map(|(_, h)| *h)
+    }
+
+    /// Checks that every key in `reads` is in the witness.
+    pub fn covers(&self, reads: &ReadSet) -> Result<(), WitnessError> {
+        for address in &reads.accounts {
+            if self.witness.accounts.binary_search_by(|(a, _)| a.cmp(address)).is_err() {
+                return Err(WitnessError::ReadOutside(format!("account {address}")));
+            }
+        }
+        for (address, slot) in &reads.slots {
+            if self
+                .witness
+                .slots
+                .binary_search_by(|(a, s, _)| (a, s).cmp(&(address, slot)))
+                .is_err()
+            {
+                return Err(WitnessError::ReadOutside(format!("slot {slot:#x} of {address}")));
+            }
+        }
+        for number in &reads.block_hashes {
+            if self.block_hash(*number).is_none() {
+                return Err(WitnessError::ReadOutside(format!("hash of block {number}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The post-state root: the parent root updated by the block's writes (`diff`, and the
+    /// slots `wiped` by deletions), by NOMT's update logic over the proof.
+    pub fn post_root(
+        &self,
+        diff: &StateDiff,
+        wiped: &[(Address, U256)],
+    ) -> Result<B256, WitnessError> {
+        let ops: Vec<_> = nomt_ops(diff, wiped)
+            .into_iter()
+            .map(|(key, op)| {
+                let value = match op {
+                    KeyReadWrite::Write(v) | KeyReadWrite::ReadThenWrite(_, v) => v,
+                    KeyReadWrite::Read(_) => unreachable!("nomt_ops writes"),
+                };
+                (key, value.map(|v| Blake3Hasher::hash_value(&v)))
+            })
+            .collect();
+        let root =
+            guarded(|| nomt::proof::verify_multi_proof_update::<Blake3Hasher>(&self.proof, ops))
+                .map_err(WitnessError::Update)?
+                .map_err(|e| WitnessError::Update(format!("{e:?}")))?;
+        Ok(B256::from(root))
+    }
+}
+
+#[derive(RlpEncodable, RlpDecodable)]
+struct AccountEntry {
+    address: Address,
+    exists: bool,
+    nonce: u64,
+    balance: U256,
+    code_hash: B256,
+}
+
+#[derive(RlpEncodable, RlpDecodable)]
+struct SlotEntry {
+    address: Address,
+    slot: U256,
+    value: U256,
+}
+
+#[derive(RlpEncodable, RlpDecodable)]
+struct HashEntry {
+    number: u64,
+    hash: B256,
+}
+
+#[derive(RlpEncodable, RlpDecodable)]
+struct Body {
+    accounts: Vec<AccountEntry>,
+    slots: Vec<SlotEntry>,
+    codes: Vec<Bytes>,
+    block_hashes: Vec<HashEntry>,
+    proof: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GenesisAccount, GenesisAlloc, genesis_diff};
+
+    fn addr(b: u8) -> Address {
+        Address::repeat_byte(b)
+    }
+
+    fn open(dir: &std::path::Path) -> nomt::Nomt<Blake3Hasher> {
+        let mut options = nomt::Options::new();
+        options.path(dir);
+        options.hashtable_buckets(1024);
+        nomt::Nomt::open(options).unwrap()
+    }
+
+    /// A parent state in NOMT and memory, one block's writes and reads, and its witness.
+    fn block() -> (tempfile::TempDir, B256, B256, StateDiff, ReadSet, Witness) {
+        let dir = tempfile::tempdir().unwrap();
+        let nomt = open(dir.path());
+        let mut alloc = GenesisAlloc::new();
+        let account =
+            |balance: u64| GenesisAccount { balance: U256::from(balance), ..Default::default() };
+        alloc.insert(addr(0xa), account(100));
+        let mut b = account(5);
+        b.storage = Some([(U256::from(1), U256::from(7)), (U256::from(2), U256::from(9))].into());
+        alloc.insert(addr(0xb), b);
+        let mut c = account(0);
+        c.code = Some(Bytes::from_static(&[0x60, 0x00, 0x54, 0x00]));
+        alloc.insert(addr(0xc), c);
+        let state = MemState::from_genesis(&alloc);
+        let genesis = nomt.begin_session(nomt::SessionParams::default());
+        let finished = genesis.finish(nomt_ops(&genesis_diff(&alloc), &[])).unwrap();
+        let parent = B256::from(finished.root().into_inner());
+        finished.commit(&nomt).unwrap();
+
+        let mut diff = StateDiff::default();
+        let mut a = state.account(&addr(0xa)).unwrap();
+        a.balance -= U256::from(10);
+        a.nonce += 1;
+        diff.accounts.insert(addr(0xa), AccountDiff { info: Some(a), ..Default::default() });
+        let mut b = AccountDiff { info: state.account(&addr(0xb)), ..Default::default() };
+        b.storage.insert(U256::from(1), U256::from(8));
+        b.storage.insert(U256::from(3), U256::from(4));
+        diff.accounts.insert(addr(0xb), b);
+        let d = AccountData { balance: U256::from(10), ..AccountData::EMPTY };
+        diff.accounts.insert(addr(0xd), AccountDiff { info: Some(d), ..Default::default() });
+        let reads = ReadSet {
+            accounts: vec![addr(0xa), addr(0xc), addr(0xe), addr(0xa)],
+            slots: vec![
+                (addr(0xb), U256::from(1)),
+                (addr(0xb), U256::from(2)),
+                (addr(0xc), U256::ZERO),
+            ],
+            block_hashes: vec![5],
+        };
+        let (root, witness) = commit_with_witness(
+            &nomt,
+            &diff,
+            &[],
+            &reads,
+            |h| state.code_by_hash(h).map(|c| c.original_bytes()),
+            |n| Some(B256::with_last_byte(n as u8)),
+        )
+        .unwrap();
+        assert_eq!(B256::from(nomt.root().into_inner()), root);
+        (dir, parent, root, diff, reads, witness)
+    }
+
+    #[test]
+    fn a_witness_proves_the_pre_state_and_gives_the_post_root() {
+        let (_dir, parent, root, diff, reads, witness) = block();
+        let decoded = Witness::decode(&witness.encode()).unwrap();
+        assert_eq!(decoded, witness);
+        let verified = decoded.verify(parent).unwrap();
+        verified.covers(&reads).unwrap();
+        assert_eq!(verified.post_root(&diff, &[]).unwrap(), root);
+        assert_ne!(root, parent);
+        let state = verified.state();
+        assert_eq!(state.account(&addr(0xa)).unwrap().balance, U256::from(100));
+        assert_eq!(state.storage(&addr(0xb), &U256::from(1)), U256::from(7));
+        assert!(state.account(&addr(0xe)).is_none());
+        assert!(state.code_by_hash(&state.account(&addr(0xc)).unwrap().code_hash).is_some());
+        assert_eq!(verified.block_hash(5), Some(B256::with_last_byte(5)));
+        // A key it does not hold.
+        let more = ReadSet { slots: vec![(addr(0xb), U256::from(9))], ..Default::default() };
+        assert!(matches!(verified.covers(&more), Err(WitnessError::ReadOutside(_))));
+    }
+
+    #[test]
+    fn tampered_witnesses_are_refused_each_with_its_reason() {
+        let (_dir, parent, root, diff, reads, witness) = block();
+        // Another balance.
+        let mut w = witness.clone();
+        w.accounts[0].1.as_mut().unwrap().balance += U256::from(1);
+        assert!(matches!(w.verify(parent), Err(WitnessError::Entry(_))));
+        // Another slot value.
+        let mut w = witness.clone();
+        w.slots[0].2 = U256::from(1);
+        assert!(matches!(w.verify(parent), Err(WitnessError::Entry(_))));
+        // A dropped entry: what is left verifies, but the block's reads are not covered.
+        let mut w = witness.clone();
+        w.accounts.retain(|(a, _)| *a != addr(0xc));
+        assert!(matches!(
+            w.verify(parent).unwrap().covers(&reads),
+            Err(WitnessError::ReadOutside(_))
+        ));
+        // Code dropped.
+        let mut w = witness.clone();
+        w.codes.clear();
+        assert!(matches!(w.verify(parent), Err(WitnessError::MissingCode(_))));
+        // Another parent root.
+        assert!(matches!(witness.verify(B256::repeat_byte(1)), Err(WitnessError::Proof { .. })));
+        // Other writes give another root.
+        let verified = witness.verify(parent).unwrap();
+        let mut other = diff.clone();
+        other.accounts.get_mut(&addr(0xb)).unwrap().storage.insert(U256::from(1), U256::from(6));
+        assert_ne!(verified.post_root(&other, &[]).unwrap(), root);
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_never_a_panic() {
+        let (_dir, parent, _, _, _, witness) = block();
+        let bytes = witness.encode();
+        for cut in 0..bytes.len() {
+            assert!(Witness::decode(&bytes[..cut]).is_err());
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut damaged = bytes.clone();
+            let at = (rng as usize) % damaged.len();
+            damaged[at] ^= 1 << (rng >> 61);
+            if let Ok(w) = Witness::decode(&damaged) {
+                let _ = w.verify(parent);
+            }
+        }
+        // Raw (uncompressed) damage inside the proof reaches NOMT's verifier.
+        let mut w = witness.clone();
+        if let Some(path) = w.proof.paths.first_mut() {
+            path.depth = 300;
+        }
+        assert!(w.verify(parent).is_err());
+    }
+}
