@@ -6,7 +6,7 @@ use alloy_consensus::Header;
 use alloy_eips::eip1559::{BaseFeeParams, calc_next_block_base_fee};
 use alloy_primitives::{Address, B256, U256};
 use chain_rpc::chain::{
-    Chain, ExecutedTx, MiniBlock, OpenBlock, PooledTx, SealedBlock, block_size, consensus_receipt,
+    Chain, ExecutedTx, MiniBlock, OpenBlock, PooledTx, SealedBlock, block_size, check_header,
     mini_block_hash,
 };
 use feed::{Batch, DaPointer, DaSource, Envelope, EnvelopeError, MiniBlockEnvelope};
@@ -358,30 +358,6 @@ impl Follower {
         }));
     }
 
-    /// Checks that `header` commits to the transactions and receipts of its mini-blocks.
-    fn check_header(&self, header: &Header) -> Result<(), &'static str> {
-        use alloy_consensus::proofs;
-        let envelopes: Vec<_> = self.block_txs.iter().map(|t| t.tx.envelope.clone()).collect();
-        if proofs::calculate_transaction_root(&envelopes) != header.transactions_root {
-            return Err("transactions root");
-        }
-        let receipts: Vec<_> = self.block_txs.iter().map(|t| consensus_receipt(t)).collect();
-        if proofs::calculate_receipt_root(&receipts) != header.receipts_root {
-            return Err("receipts root");
-        }
-        let mut bloom = alloy_primitives::Bloom::default();
-        for tx in &self.block_txs {
-            bloom.accrue_bloom(&tx.bloom);
-        }
-        if bloom != header.logs_bloom {
-            return Err("logs bloom");
-        }
-        if self.block_gas != header.gas_used {
-            return Err("gas used");
-        }
-        Ok(())
-    }
-
     fn apply_block(&mut self, header: &Header, mini_blocks: u32) -> Result<(), FollowError> {
         if header.number != self.next_block || header.parent_hash != self.parent_hash {
             return Err(FollowError::OutOfOrder {
@@ -399,7 +375,7 @@ impl Follower {
                 got: format!("a block of {mini_blocks} mini-blocks"),
             });
         }
-        if let Err(field) = self.check_header(header) {
+        if let Err(field) = check_header(header, &self.block_txs) {
             self.diverged = Some(header.number);
             tracing::error!(
                 block = header.number,

@@ -292,6 +292,22 @@ impl Witness {
     /// Checks the proof against `parent_root` and every entry against the proof, and that
     /// every account with code has its code here.
     pub fn verify(&self, parent_root: B256) -> Result<VerifiedWitness, WitnessError> {
+        if self.proof.paths.is_empty() {
+            // A block that touched nothing (no transactions): nothing to prove, and its root
+            // is its parent's.
+            if !self.accounts.is_empty() || !self.slots.is_empty() {
+                return Err(WitnessError::Proof {
+                    root: parent_root,
+                    reason: "entries without a proof".into(),
+                });
+            }
+            return Ok(VerifiedWitness {
+                proof: None,
+                parent_root,
+                witness: self.clone(),
+                codes: HashMap::new(),
+            });
+        }
         let proof =
             guarded(|| nomt::proof::verify_multi_proof::<Blake3Hasher>(&self.proof, parent_root.0))
                 .map_err(|reason| WitnessError::Proof { root: parent_root, reason })?
@@ -327,7 +343,7 @@ impl Witness {
                 return Err(WitnessError::MissingCode(data.code_hash));
             }
         }
-        Ok(VerifiedWitness { proof, witness: self.clone(), codes })
+        Ok(VerifiedWitness { proof: Some(proof), parent_root, witness: self.clone(), codes })
     }
 }
 
@@ -337,10 +353,20 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|_| "malformed proof (NOMT's verifier panicked)".to_string())
 }
 
+/// How far a [`ReadSet`] has been checked against a witness.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checked {
+    accounts: usize,
+    slots: usize,
+    hashes: usize,
+}
+
 /// A witness whose every entry the parent root commits to.
 #[derive(Debug)]
 pub struct VerifiedWitness {
-    proof: VerifiedMultiProof,
+    /// `None` for a witness of nothing.
+    proof: Option<VerifiedMultiProof>,
+    parent_root: B256,
     witness: Witness,
     codes: HashMap<B256, Bytes>,
 }
@@ -380,12 +406,18 @@ impl VerifiedWitness {
 
     /// Checks that every key in `reads` is in the witness.
     pub fn covers(&self, reads: &ReadSet) -> Result<(), WitnessError> {
-        for address in &reads.accounts {
+        self.covers_from(reads, &mut Checked::default())
+    }
+
+    /// As [`VerifiedWitness::covers`] for the keys added to `reads` since `checked` (which it
+    /// moves on): reads are checked as a block executes, at no more cost than once each.
+    pub fn covers_from(&self, reads: &ReadSet, checked: &mut Checked) -> Result<(), WitnessError> {
+        for address in &reads.accounts[checked.accounts.min(reads.accounts.len())..] {
             if self.witness.accounts.binary_search_by(|(a, _)| a.cmp(address)).is_err() {
                 return Err(WitnessError::ReadOutside(format!("account {address}")));
             }
         }
-        for (address, slot) in &reads.slots {
+        for (address, slot) in &reads.slots[checked.slots.min(reads.slots.len())..] {
             if self
                 .witness
                 .slots
@@ -395,11 +427,16 @@ impl VerifiedWitness {
                 return Err(WitnessError::ReadOutside(format!("slot {slot:#x} of {address}")));
             }
         }
-        for number in &reads.block_hashes {
+        for number in &reads.block_hashes[checked.hashes.min(reads.block_hashes.len())..] {
             if self.block_hash(*number).is_none() {
                 return Err(WitnessError::ReadOutside(format!("hash of block {number}")));
             }
         }
+        *checked = Checked {
+            accounts: reads.accounts.len(),
+            slots: reads.slots.len(),
+            hashes: reads.block_hashes.len(),
+        };
         Ok(())
     }
 
@@ -420,10 +457,15 @@ impl VerifiedWitness {
                 (key, value.map(|v| Blake3Hasher::hash_value(&v)))
             })
             .collect();
-        let root =
-            guarded(|| nomt::proof::verify_multi_proof_update::<Blake3Hasher>(&self.proof, ops))
-                .map_err(WitnessError::Update)?
-                .map_err(|e| WitnessError::Update(format!("{e:?}")))?;
+        let Some(proof) = &self.proof else {
+            if ops.is_empty() {
+                return Ok(self.parent_root);
+            }
+            return Err(WitnessError::Update("writes outside an empty witness".into()));
+        };
+        let root = guarded(|| nomt::proof::verify_multi_proof_update::<Blake3Hasher>(proof, ops))
+            .map_err(WitnessError::Update)?
+            .map_err(|e| WitnessError::Update(format!("{e:?}")))?;
         Ok(B256::from(root))
     }
 }

@@ -1,4 +1,17 @@
 //! `prover`: stateless verification of blocks from their witnesses, asynchronously and out of
-//! order, with verdicts reported back to the sequencer.
+//! order. A block is verified from its parent's state root, its signed header and
+//! transactions, and its witness ([`memstate::witness`]), with nothing else: each block carries
+//! what it needs, so blocks are verified concurrently and in any order.
 //!
-//! Not built yet (issue 7): this crate holds only this description until then.
+//! The built-in [`ProofBackend`] is [`Reexecution`]: revm runs the block over the witness, and
+//! the post-state root is recomputed from the witness's NOMT proof and the block's writes. It
+//! checks the sequencer's work; it does not produce a succinct (zero-knowledge) proof.
+//!
+//! [`archive`] reads blocks and witnesses from the sequencer's DA archive (`prover verify
+//! --archive DIR`). Not built yet (issue 7): pulling envelopes and witnesses over libp2p,
+//! signed verdicts sent back to the sequencer, and the sequencer's record of them.
+
+pub mod archive;
+mod verify;
+
+pub use verify::{BlockInput, ProofBackend, Reason, Reexecution, Verdict, verify_block};

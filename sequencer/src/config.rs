@@ -127,6 +127,10 @@ pub struct FeedConfig {
     /// Timeout of one EigenDA proxy request. Default `"30s"`.
     #[serde(with = "duration_str")]
     pub eigenda_timeout: Duration,
+    /// Build a witness of every EVM block (the pre-state it read and wrote with a NOMT proof
+    /// against the parent root, for provers) and store it beside the archive's batches, in
+    /// `archive_dir`. Default true.
+    pub witnesses: bool,
 }
 
 impl Default for FeedConfig {
@@ -137,6 +141,7 @@ impl Default for FeedConfig {
             archive_dir: None,
             eigenda_url: None,
             eigenda_timeout: Duration::from_secs(30),
+            witnesses: true,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct BatchOutcome {
     pub diff: StateDiff,
     /// Gas used by the executed transactions.
     pub gas_used: u64,
+    /// The keys the executions read (with repeats), for the block's witness.
+    pub reads: memstate::ReadSet,
 }
 
 /// Executes `txs` in order over `state`, stopping once `deadline` has passed (at least one
@@ -103,7 +105,7 @@ pub fn execute_batch_with<H: BlockHashes>(
     let ran =
         execute_sequential(&mut overlay, rules, env, &txs, &mut gas_left, deadline, &mut out, jit);
     out.deferred.extend(txs[ran..].iter().cloned());
-    out.diff = overlay.into_diff();
+    (out.diff, out.reads) = overlay.into_parts();
     out
 }
 

@@ -252,12 +252,24 @@ impl Node {
                 MemState::with_layout(placement.layout.clone())
             }
         };
+        let state = Arc::new(state);
         let nomt = NomtOptions {
             dir: &nomt_dir,
             buckets: config.storage.nomt_buckets,
             concurrency: config.storage.nomt_commit_concurrency,
             io_workers: config.storage.nomt_io_workers,
             cpus: placement.nomt_cpus(),
+            witnesses: if config.feed.witnesses {
+                let dir =
+                    config.feed.archive_dir.clone().unwrap_or_else(|| datadir.join("archive"));
+                Some(crate::root::Witnesses {
+                    state: state.clone(),
+                    store: feed::LocalArchive::witnesses(&dir)
+                        .map_err(crate::publish::PublishError::from)?,
+                })
+            } else {
+                None
+            },
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
         let da = crate::publish::Da::open(&config.feed, &datadir)?;
@@ -299,7 +311,7 @@ impl Node {
         let node = Arc::new(Node {
             rules,
             static_rules,
-            state: Arc::new(state),
+            state,
             executor: crate::parallel::Executor::for_node(&config.executor, &placement)
                 .map_err(|e| NodeError::DataDir {
                     path: datadir.clone(),
@@ -560,6 +572,8 @@ struct Builder {
     block_txs: Vec<Arc<ExecutedTx>>,
     block_diffs: Vec<Arc<StateDiff>>,
     block_wiped: Vec<(Address, U256)>,
+    /// What the open block's executions read (for its witness).
+    block_reads: memstate::ReadSet,
     block_gas: u64,
     block_logs: u64,
     mini_index: u32,
@@ -596,6 +610,7 @@ impl Builder {
             mini_block_count: 0,
             diffs: vec![Arc::new(diff)],
             wiped,
+            reads: memstate::ReadSet::default(),
             checkpoint: None,
         });
         let env = BlockEnvParams { number: 1, ..genesis_env };
@@ -626,6 +641,7 @@ impl Builder {
             block_txs: Vec::new(),
             block_diffs: Vec::new(),
             block_wiped: Vec::new(),
+            block_reads: memstate::ReadSet::default(),
             block_gas: 0,
             block_logs: 0,
             mini_index: 0,
@@ -747,7 +763,7 @@ impl Builder {
         sealed_at_ms: u64,
         durable: bool,
     ) -> bool {
-        let BatchOutcome { executed, dropped, deferred: _, diff, gas_used } = outcome;
+        let BatchOutcome { executed, dropped, deferred: _, diff, gas_used, reads } = outcome;
         if executed.is_empty() {
             self.node.pool.remove(&[], &dropped.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>());
             self.node.notify(&[], &dropped);
@@ -771,6 +787,7 @@ impl Builder {
         let encoded = self.codec.as_mut().map(|codec| codec.encode(&diff, &*self.node.state));
         let wiped = self.node.state.apply(&diff);
         self.block_wiped.extend(wiped);
+        self.block_reads.extend(&reads);
         let message = encoded.map(|encoded| match encoded {
             Ok(message) => Bytes::from(message),
             Err(err) => {
@@ -866,6 +883,7 @@ impl Builder {
             mini_block_count: self.mini_index,
             diffs: std::mem::take(&mut self.block_diffs),
             wiped: std::mem::take(&mut self.block_wiped),
+            reads: std::mem::take(&mut self.block_reads),
             checkpoint: None,
         };
         let base_fee = calc_next_block_base_fee(

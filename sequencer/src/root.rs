@@ -49,6 +49,9 @@ pub struct BlockToSeal {
     pub diffs: Vec<Arc<StateDiff>>,
     /// Slots that existed before and were wiped by an account deletion or re-creation.
     pub wiped: Vec<(Address, U256)>,
+    /// What the block's executions read (with repeats): with the writes, the keys of its
+    /// witness.
+    pub reads: memstate::ReadSet,
     /// The state at the end of this block, to be written as the checkpoint once the block is
     /// in the block store.
     pub checkpoint: Option<Checkpoint>,
@@ -102,12 +105,13 @@ impl Committer {
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
         let cpus = nomt_options.cpus.clone();
+        let witnesses = nomt_options.witnesses.clone();
         let sink = Sink { chain, store, checkpoints, feed, deferred: None };
         let thread = std::thread::Builder::new()
             .name("root-commit".into())
             .spawn(move || {
                 crate::host::pin_current("root-commit", cpus.as_deref());
-                run(nomt, rx, spec, sink)
+                run(nomt, rx, spec, sink, witnesses)
             })
             .map_err(|e| RootError(e.to_string()))?;
         Ok((Self { tx: Some(tx), thread: Some(thread) }, root))
@@ -144,6 +148,18 @@ pub struct NomtOptions<'a> {
     pub io_workers: usize,
     /// CPUs the committer thread is pinned to, if any.
     pub cpus: Option<Vec<usize>>,
+    /// Build and store a witness of every block (`feed.witnesses`).
+    pub witnesses: Option<Witnesses>,
+}
+
+/// Where block witnesses come from and go.
+#[derive(Clone, Debug)]
+pub struct Witnesses {
+    /// The sequencer's state, for the code of the accounts a block touched (code is kept by
+    /// hash and never removed, so the newest state has every block's).
+    pub state: Arc<memstate::MemState>,
+    /// Where they are written, `<number>.witness` beside the archive's batches.
+    pub store: feed::LocalArchive,
 }
 
 /// Where checkpoints are written, and what the WAL may drop because of them.
@@ -233,20 +249,56 @@ impl Sink {
     }
 }
 
-fn run(nomt: Nomt<Blake3Hasher>, rx: mpsc::Receiver<BlockToSeal>, spec: SpecId, mut sink: Sink) {
+/// Commits `block`'s writes (`diff`, `block.wiped`) and returns the new root; with
+/// `witnesses`, in witness mode, storing the block's witness.
+fn commit_block(
+    nomt: &Nomt<Blake3Hasher>,
+    block: &BlockToSeal,
+    diff: &StateDiff,
+    chain: &Chain,
+    witnesses: Option<&Witnesses>,
+) -> Result<B256, String> {
+    let number = block.env.number;
+    let Some(w) = witnesses.filter(|_| number > 0) else {
+        let session = nomt.begin_session(SessionParams::default());
+        let finished = session.finish(nomt_ops(diff, &block.wiped)).map_err(|e| e.to_string())?;
+        let root = finished.root();
+        finished.commit(nomt).map_err(|e| e.to_string())?;
+        return Ok(B256::from(root.into_inner()));
+    };
+    let mut reads = block.reads.clone();
+    reads.normalize();
+    let (root, witness) = memstate::witness::commit_with_witness(
+        nomt,
+        diff,
+        &block.wiped,
+        &reads,
+        |hash| w.state.code_by_hash(hash).map(|c| c.original_bytes()),
+        |n| chain.block(n).map(|b| b.hash),
+    )
+    .map_err(|e| e.to_string())?;
+    let bytes = witness.encode();
+    metrics::histogram!("sequencer_witness_bytes").record(bytes.len() as f64);
+    if let Err(err) = feed::DaSink::put(&w.store, number, &bytes) {
+        tracing::warn!(block = number, %err, "witness not stored");
+    }
+    Ok(root)
+}
+
+fn run(
+    nomt: Nomt<Blake3Hasher>,
+    rx: mpsc::Receiver<BlockToSeal>,
+    spec: SpecId,
+    mut sink: Sink,
+    witnesses: Option<Witnesses>,
+) {
     let mut parent_hash = sink.chain.head().map(|b| b.hash).unwrap_or_default();
     for block in rx {
         let started = Instant::now();
         let diff = StateDiff::merged(block.diffs.iter().map(|d| d.as_ref()));
-        let ops = nomt_ops(&diff, &block.wiped);
-        let keys = ops.len();
-        let session = nomt.begin_session(SessionParams::default());
-        let root = match session.finish(ops).and_then(|finished| {
-            let root = finished.root();
-            finished.commit(&nomt)?;
-            Ok(root)
-        }) {
-            Ok(root) => B256::from(root.into_inner()),
+        let keys = diff.accounts.len() + block.wiped.len();
+        let root = match commit_block(&nomt, &block, &diff, &sink.chain, witnesses.as_ref()) {
+            Ok(root) => root,
             Err(err) => {
                 tracing::error!(block = block.env.number, %err, "NOMT commit failed; sealing stops");
                 return;

@@ -7,10 +7,6 @@ use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 pub use chain_rpc::{chain::PooledTx, evm::tx_env};
 use revm::primitives::hardfork::SpecId;
-use secp256k1::{
-    Message, SECP256K1,
-    ecdsa::{RecoverableSignature, RecoveryId},
-};
 
 /// Why a transaction was refused. Messages follow geth's wording so that clients which match on
 /// them keep working; each names the offending values.
@@ -274,20 +270,7 @@ fn check_static(tx: &TxEnvelope, rules: &StaticRules) -> Result<(), TxError> {
 
 /// Recovers the signer with libsecp256k1 (about 5x faster than the pure-Rust k256 path).
 pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, TxError> {
-    let sig = tx.signature();
-    let mut compact = [0u8; 64];
-    compact[..32].copy_from_slice(&sig.r().to_be_bytes::<32>());
-    compact[32..].copy_from_slice(&sig.s().to_be_bytes::<32>());
-    let id = RecoveryId::try_from(i32::from(sig.v()))
-        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
-    let recoverable = RecoverableSignature::from_compact(&compact, id)
-        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
-    let message = Message::from_digest(tx.signature_hash().0);
-    let public = SECP256K1
-        .recover_ecdsa(message, &recoverable)
-        .map_err(|e| TxError::InvalidSender(e.to_string()))?;
-    let hash = keccak256(&public.serialize_uncompressed()[1..]);
-    Ok(Address::from_slice(&hash[12..]))
+    chain_rpc::chain::recover_sender(tx).map_err(TxError::InvalidSender)
 }
 
 #[cfg(test)]

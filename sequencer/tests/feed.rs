@@ -2,86 +2,15 @@
 //! signature, decoding every diff against its own state — ends on the sequencer's state, with
 //! its transactions, receipts and headers; and a restart publishes the same bytes again.
 
-use std::{sync::Arc, time::Duration};
+mod support;
 
-use alloy_consensus::TxEip1559;
+use std::time::Duration;
+
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use feed::{Batch, DaPointer, DaSource, Envelope, LocalArchive, Signer};
 use memstate::{DiffCodec, MemState};
-use secp256k1::SecretKey;
-use sequencer::{Config, Node, dev::DEV_ACCOUNTS};
-
-const CHAIN_ID: u64 = 31337;
-
-/// Init code of a contract whose runtime stores `calldata[32..64]` at slot `calldata[0..32]`
-/// (`PUSH1 32 CALLDATALOAD PUSH1 0 CALLDATALOAD SSTORE STOP`); the constructor stores 42 at
-/// slot 0.
-const STORE_INIT: [&str; 4] = [
-    "602a600055",       // SSTORE(0, 42)
-    "60086011600039",   // CODECOPY(0, 17, 8): the runtime below
-    "60086000f3",       // RETURN(0, 8)
-    "6020356000355500", // runtime: SSTORE(CALLDATALOAD(0), CALLDATALOAD(32))
-];
-
-fn init_code() -> Bytes {
-    hex::decode(STORE_INIT.concat()).unwrap().into()
-}
-
-fn key(account: usize) -> SecretKey {
-    SecretKey::from_byte_array(DEV_ACCOUNTS[account].1.0).unwrap()
-}
-
-fn tx(account: usize, nonce: u64, to: TxKind, value: u64, input: Bytes, gas: u64) -> Bytes {
-    sequencer::dev::sign(
-        &key(account),
-        TxEip1559 {
-            chain_id: CHAIN_ID,
-            nonce,
-            gas_limit: gas,
-            max_fee_per_gas: 20_000_000_000,
-            max_priority_fee_per_gas: 1_000_000_000,
-            to,
-            value: U256::from(value),
-            access_list: Default::default(),
-            input,
-        },
-    )
-}
-
-fn store_call(slot: u64, value: u64) -> Bytes {
-    [B256::from(U256::from(slot)).0, B256::from(U256::from(value)).0].concat().into()
-}
-
-/// Submits `raws` and waits until each is executed.
-fn run(node: &Arc<Node>, raws: Vec<Bytes>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    for raw in raws {
-        let hash = node.submit_raw(raw).unwrap();
-        let executed = runtime.block_on(node.wait_for_receipt(hash, Duration::from_secs(20)));
-        assert!(executed.is_some_and(|t| t.success), "{hash} failed or was not executed");
-    }
-}
-
-/// Waits until the block open now is sealed, so that the next transactions land in another
-/// block (and their diffs refer to keys the earlier blocks created).
-fn next_block(node: &Node) {
-    let open = node.chain.head_number() + 1;
-    for _ in 0..200 {
-        if node.chain.head_number() >= open {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("block {open} was not sealed");
-}
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.storage.datadir = Some(dir.to_path_buf());
-    config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    config.blocks.evm_block_interval = Duration::from_millis(100);
-    config
-}
+use sequencer::{Node, dev::DEV_ACCOUNTS};
+use support::*;
 
 /// Reads the archive from genesis like a follower: every envelope opened against the dev
 /// signer, every diff decoded against the follower's own state and applied.

@@ -114,17 +114,27 @@ fn io(path: &Path) -> impl Fn(io::Error) -> DaError + use<> {
 #[derive(Clone, Debug)]
 pub struct LocalArchive {
     dir: PathBuf,
+    /// File extension: `batch`, or `witness` for block witnesses.
+    ext: &'static str,
 }
 
 impl LocalArchive {
     /// The archive in `dir` (created when missing).
     pub fn open(dir: &Path) -> Result<Self, DaError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self { dir: dir.to_path_buf(), ext: "batch" })
+    }
+
+    /// The block witnesses kept beside the batches in `dir`, as `<number>.witness` files. A
+    /// witness is checked against the parent block's root by whoever reads it, so one written
+    /// again (a restarted sequencer re-sealing a block) replaces the old one.
+    pub fn witnesses(dir: &Path) -> Result<Self, DaError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        Ok(Self { dir: dir.to_path_buf(), ext: "witness" })
     }
 
     fn path(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{:08}", number / 10_000)).join(format!("{number:012}.batch"))
+        self.dir.join(format!("{:08}", number / 10_000)).join(format!("{number:012}.{}", self.ext))
     }
 
     /// The highest block number stored, if any.
@@ -151,7 +161,8 @@ impl LocalArchive {
         buckets.sort_unstable();
         // The newest bucket may hold no finished batch yet (only a temporary file).
         for bucket in buckets.iter().rev() {
-            if let Some(n) = numbered(&self.dir.join(format!("{bucket:08}")), ".batch")? {
+            let suffix = format!(".{}", self.ext);
+            if let Some(n) = numbered(&self.dir.join(format!("{bucket:08}")), &suffix)? {
                 return Ok(Some(n));
             }
         }
@@ -164,7 +175,8 @@ impl DaSink for LocalArchive {
         let path = self.path(number);
         match fs::read(&path) {
             Ok(existing) if existing == batch => return Ok(DaPointer::default()),
-            Ok(_) => return Err(DaError::Conflict(number)),
+            Ok(_) if self.ext == "batch" => return Err(DaError::Conflict(number)),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(DaError::Io { path, source: e }),
         }

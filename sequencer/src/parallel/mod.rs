@@ -231,8 +231,15 @@ impl Executor {
             self.learn_gas(&out);
             return out;
         };
-        let mut out =
-            BatchOutcome { gas_used: done.gas_used, diff: done.diff, ..Default::default() };
+        let mut out = BatchOutcome {
+            gas_used: done.gas_used,
+            diff: done.diff,
+            reads: done.reads,
+            ..Default::default()
+        };
+        // The deferred fees are credited without the beneficiary being read through revm;
+        // a sequential re-execution (a prover's) reads it.
+        out.reads.accounts.push(env.beneficiary);
         for (tx, result) in txs.iter().zip(done.results) {
             match result {
                 TxResult::Deferred => out.deferred.push(tx.clone()),
@@ -376,6 +383,7 @@ impl Executor {
                 effects: Vec::with_capacity(txs.len()),
                 gas_used: 0,
                 reexecuted: Vec::new(),
+                reads: memstate::ReadSet::default(),
             }),
             finished: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -397,6 +405,7 @@ impl Executor {
             results: commit.results,
             gas_used: commit.gas_used,
             diff,
+            reads: commit.reads,
         })
     }
 
@@ -512,12 +521,15 @@ pub struct Committed {
     pub gas_used: u64,
     /// The state changes, as the sequential path records them.
     pub diff: memstate::StateDiff,
+    /// What the committed executions read (the block's witness is built from it).
+    pub reads: memstate::ReadSet,
 }
 
 /// One execution of one transaction.
 struct Done {
     result: Result<ExecutionResult, EVMError<StateError, InvalidTransaction>>,
     reads: Vec<(Key, ReadValue)>,
+    block_hashes: Vec<u64>,
     writes: Vec<Key>,
     fee: Option<U256>,
     touched: Touched,
@@ -667,6 +679,7 @@ struct VersionedDb<'c, 'b, H> {
     batch: &'c Batch<'b, H>,
     idx: TxIdx,
     reads: Vec<(Key, ReadValue)>,
+    block_hashes: Vec<u64>,
     /// This worker's own copies of the code it runs: a shared `Bytecode` is reference
     /// counted, and every transaction's clone would bounce that counter between cores.
     codes: hashbrown::HashMap<B256, Bytecode>,
@@ -697,6 +710,7 @@ impl<H: BlockHashes> Database for VersionedDb<'_, '_, H> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.block_hashes.push(number);
         self.batch.hashes.block_hash(number)
     }
 }
@@ -749,6 +763,7 @@ struct Commit {
     effects: Vec<(TxIdx, Touched, Option<U256>)>,
     gas_used: u64,
     reexecuted: Vec<TxIdx>,
+    reads: memstate::ReadSet,
 }
 
 struct Shared<'c, 'b, H, T> {
@@ -776,6 +791,7 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
             batch: self.batch,
             idx: 0,
             reads: Vec::new(),
+            block_hashes: Vec::new(),
             codes: hashbrown::HashMap::new(),
         };
         let mut evm = new_jit_evm(db, setup.spec, setup.chain_id, setup.block.clone(), &setup.jit);
@@ -849,12 +865,14 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
             let db = &mut evm.inner.ctx.journaled_state.database;
             db.idx = idx;
             db.reads.clear();
+            db.block_hashes.clear();
         }
         evm.inner.ctx.set_tx(self.txs[idx].tx_env());
         let mut handler = LazyFee { deferred: Cell::new(None), _evm: std::marker::PhantomData };
         let result = handler.run(evm);
         let state = evm.inner.ctx.journal_mut().finalize();
         let reads = std::mem::take(&mut evm.inner.ctx.journaled_state.database.reads);
+        let block_hashes = std::mem::take(&mut evm.inner.ctx.journaled_state.database.block_hashes);
         let (writes, fee, touched) = match &result {
             Ok(_) => {
                 let (writes, touched) = effects_of(&state, &reads);
@@ -873,7 +891,7 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
         self.batch.mv.record(idx, &writes, previous);
         *self.batch.fees[idx].lock() = Some(fee.unwrap_or_default());
         let writes = writes.into_iter().map(|(k, _)| k).collect();
-        Done { result, reads, writes, fee, touched }
+        Done { result, reads, block_hashes, writes, fee, touched }
     }
 
     /// Commits every transaction it can, in order.
@@ -902,6 +920,14 @@ impl<H: BlockHashes, T: ExecTx> Shared<'_, '_, H, T> {
                 }
                 match done.result {
                     Ok(result) => {
+                        for (key, _) in &done.reads {
+                            match *key {
+                                Key::Account(a) => commit.reads.accounts.push(a),
+                                Key::Slot(a, s) => commit.reads.slots.push((a, s)),
+                                Key::Wipe(_) => {}
+                            }
+                        }
+                        commit.reads.block_hashes.extend_from_slice(&done.block_hashes);
                         let gas_used = result.gas().tx_gas_used();
                         commit.gas_left = commit.gas_left.saturating_sub(gas_used);
                         commit.gas_used += gas_used;
