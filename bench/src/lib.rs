@@ -9,6 +9,7 @@ pub mod latency;
 pub mod machine;
 pub mod memory;
 pub mod parallel;
+pub mod prover;
 pub mod report;
 pub mod statesync;
 pub mod statetest;

@@ -160,6 +160,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One core verifying blocks statelessly from their witnesses (the `prover` crate) against
+    /// the sequencer producing them on one core (execution, apply, NOMT commit with witness),
+    /// and witness bytes per transaction.
+    Prover {
+        /// Workloads: eth, erc20, amm, amm-hot.
+        #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string()])]
+        workloads: Vec<String>,
+        /// Funded accounts.
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Transactions per workload.
+        #[arg(long, default_value_t = 100_000)]
+        txs: usize,
+        /// Transactions per block.
+        #[arg(long, default_value_t = 1_000)]
+        block_txs: usize,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// One JSON object per workload.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bytes per transaction of the state-diff stream (memstate's codec) against the RLP of
     /// the changed accounts and slots, and a full node's decode + apply rate against the
     /// sequencer's execution, on the same blocks.
@@ -246,6 +269,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Prover { workloads, accounts, txs, block_txs, seed, json } => {
+            match prover_bench(&workloads, accounts, txs, block_txs.max(1), seed, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Statesync { workloads, accounts, txs, block_txs, seed, train_dict, json } => {
             let result = match train_dict {
                 Some(path) => train_dict_to(&path, &workloads, accounts, txs, block_txs, seed),
@@ -817,6 +849,59 @@ fn sync_workload(
         other => return Err(format!("unknown workload {other:?} (eth, erc20, amm, amm-hot)")),
     };
     Ok(workload::prepare(kind, seed, accounts, txs))
+}
+
+fn prover_bench(
+    workloads: &[String],
+    accounts: usize,
+    txs: usize,
+    block_txs: usize,
+    seed: u64,
+    json: bool,
+) -> Result<(), String> {
+    let (machine, command) = machine_and_command(json);
+    if !json {
+        println!(
+            "{txs} transactions per workload in blocks of {block_txs}, {accounts} accounts; one core each side"
+        );
+        println!(
+            "\n| workload | produce tx/s | verify tx/s | verify / produce | of produce: commit+witness | witness B/tx |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+    }
+    for name in workloads {
+        let prepared = sync_workload(name, seed, accounts, txs)?;
+        let r = bench::prover::measure(&prepared, name, block_txs)?;
+        let tps = |s: f64| r.txs as f64 / s;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": r.workload,
+                    "ours": tps(r.verify_s),
+                    "baseline": tps(r.produce_s),
+                    "baseline_name": "the sequencer producing the blocks on one core (execute, apply, NOMT commit with witness)",
+                    "unit": "tx/s",
+                    "ratio": r.ratio,
+                    "witness_bytes_per_tx": r.witness_bytes_per_tx,
+                    "result": r,
+                    "machine": machine,
+                    "command": command,
+                })
+            );
+        } else {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.2}x | {:.0}% | {:.1} |",
+                r.workload,
+                tps(r.produce_s),
+                tps(r.verify_s),
+                r.ratio,
+                100.0 * r.commit_s / r.produce_s,
+                r.witness_bytes_per_tx
+            );
+        }
+    }
+    Ok(())
 }
 
 fn statesync(

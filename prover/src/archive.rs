@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use alloy_consensus::Header;
 use alloy_primitives::{Address, B256, Bytes};
-use feed::{Batch, DaPointer, DaSource, Envelope, LocalArchive};
+use feed::{Batch, DaPointer, DaSource, Envelope, LocalArchive, TxRecord};
 
 use crate::BlockInput;
 
@@ -31,6 +32,35 @@ pub enum ArchiveError {
         /// Why.
         reason: String,
     },
+}
+
+/// Block `number`'s header and transactions from its DA batch, every envelope opened against
+/// the sequencer's address.
+pub fn parse_batch(
+    number: u64,
+    bytes: &[u8],
+    sequencer: Address,
+    chain_id: u64,
+) -> Result<(Header, Vec<TxRecord>), ArchiveError> {
+    let batch = Batch::from_bytes(number, bytes)?;
+    let mut txs = Vec::new();
+    let mut header = None;
+    for signed in &batch.envelopes {
+        let envelope = Envelope::open(signed, sequencer, chain_id)
+            .map_err(|e| ArchiveError::Envelope { block: number, reason: e.to_string() })?;
+        match envelope {
+            Envelope::MiniBlock(mini) => txs.extend(mini.txs),
+            Envelope::Block(block) => header = Some(block.header),
+        }
+    }
+    let header = header.ok_or(ArchiveError::Missing { block: number, what: "its header" })?;
+    if header.number != number {
+        return Err(ArchiveError::Envelope {
+            block: number,
+            reason: format!("the batch holds block {}", header.number),
+        });
+    }
+    Ok((header, txs))
 }
 
 /// The archive's blocks and witnesses, opened with the sequencer's feed address.
@@ -59,33 +89,12 @@ impl Archive {
     }
 
     /// Block `number`'s header and transactions, opened and checked against the signer.
-    fn block(
-        &self,
-        number: u64,
-    ) -> Result<(alloy_consensus::Header, Vec<feed::TxRecord>), ArchiveError> {
+    fn block(&self, number: u64) -> Result<(Header, Vec<TxRecord>), ArchiveError> {
         let bytes = self
             .batches
             .get(number, &DaPointer::default())?
             .ok_or(ArchiveError::Missing { block: number, what: "its batch" })?;
-        let batch = Batch::from_bytes(number, &bytes)?;
-        let mut txs = Vec::new();
-        let mut header = None;
-        for signed in &batch.envelopes {
-            let envelope = Envelope::open(signed, self.sequencer, self.chain_id)
-                .map_err(|e| ArchiveError::Envelope { block: number, reason: e.to_string() })?;
-            match envelope {
-                Envelope::MiniBlock(mini) => txs.extend(mini.txs),
-                Envelope::Block(block) => header = Some(block.header),
-            }
-        }
-        let header = header.ok_or(ArchiveError::Missing { block: number, what: "its header" })?;
-        if header.number != number {
-            return Err(ArchiveError::Envelope {
-                block: number,
-                reason: format!("the batch holds block {}", header.number),
-            });
-        }
-        Ok((header, txs))
+        parse_batch(number, &bytes, self.sequencer, self.chain_id)
     }
 
     /// Everything needed to verify block `number` (at least 1).

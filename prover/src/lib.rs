@@ -8,10 +8,11 @@
 //! checks the sequencer's work; it does not produce a succinct (zero-knowledge) proof.
 //!
 //! [`archive`] reads blocks and witnesses from the sequencer's DA archive (`prover verify
-//! --archive DIR`). Not built yet (issue 7): pulling envelopes and witnesses over libp2p,
-//! signed verdicts sent back to the sequencer, and the sequencer's record of them.
+//! --archive DIR`); [`network`] pulls them from the sequencer over libp2p and sends each
+//! verdict back signed with the prover's key (`prover run`).
 
 pub mod archive;
+pub mod network;
 mod verify;
 
 pub use verify::{BlockInput, ProofBackend, Reason, Reexecution, Verdict, verify_block};

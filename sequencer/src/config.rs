@@ -131,6 +131,9 @@ pub struct FeedConfig {
     /// against the parent root, for provers) and store it beside the archive's batches, in
     /// `archive_dir`. Default true.
     pub witnesses: bool,
+    /// Addresses of the provers whose verdicts are recorded (their verdict keys). Empty: any
+    /// prover's signed verdict is recorded under its address. Default empty.
+    pub provers: Vec<alloy_primitives::Address>,
 }
 
 impl Default for FeedConfig {
@@ -142,6 +145,7 @@ impl Default for FeedConfig {
             eigenda_url: None,
             eigenda_timeout: Duration::from_secs(30),
             witnesses: true,
+            provers: Vec::new(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod root;
 pub mod rpc;
 pub mod store;
 pub mod tx;
+pub mod verdicts;
 pub mod wal;
 
 pub use chain_rpc::chain;

@@ -115,6 +115,8 @@ pub struct Node {
     pub chain: Arc<Chain>,
     /// Pending transactions.
     pub pool: Arc<Pool>,
+    /// Provers' verdicts on the sealed blocks.
+    pub verdicts: Arc<crate::verdicts::Verdicts>,
     /// The signed feed and its DA (`None` when `feed.da = "off"`).
     pub publisher: Option<crate::publish::Publisher>,
     network: Mutex<Option<crate::publish::Network>>,
@@ -253,23 +255,26 @@ impl Node {
             }
         };
         let state = Arc::new(state);
+        let witness_store = if config.feed.witnesses {
+            let dir = config.feed.archive_dir.clone().unwrap_or_else(|| datadir.join("archive"));
+            Some(feed::LocalArchive::witnesses(&dir).map_err(crate::publish::PublishError::from)?)
+        } else {
+            None
+        };
+        let verdicts = Arc::new(crate::verdicts::Verdicts::new(
+            chain.clone(),
+            config.chain.chain_id,
+            config.feed.provers.clone(),
+        ));
         let nomt = NomtOptions {
             dir: &nomt_dir,
             buckets: config.storage.nomt_buckets,
             concurrency: config.storage.nomt_commit_concurrency,
             io_workers: config.storage.nomt_io_workers,
             cpus: placement.nomt_cpus(),
-            witnesses: if config.feed.witnesses {
-                let dir =
-                    config.feed.archive_dir.clone().unwrap_or_else(|| datadir.join("archive"));
-                Some(crate::root::Witnesses {
-                    state: state.clone(),
-                    store: feed::LocalArchive::witnesses(&dir)
-                        .map_err(crate::publish::PublishError::from)?,
-                })
-            } else {
-                None
-            },
+            witnesses: witness_store
+                .clone()
+                .map(|store| crate::root::Witnesses { state: state.clone(), store }),
         };
         let initial = checkpoint.as_ref().map(|c| &c.state);
         let da = crate::publish::Da::open(&config.feed, &datadir)?;
@@ -279,6 +284,7 @@ impl Node {
             &datadir,
             dev,
             config.chain.chain_id,
+            crate::publish::Services { witnesses: witness_store, verdicts: verdicts.clone() },
         )?;
         let publisher = crate::publish::Publisher::start(
             &config.feed,
@@ -321,6 +327,7 @@ impl Node {
             placement,
             chain,
             pool: Arc::new(Pool::new(config.pool.clone())),
+            verdicts,
             publisher,
             network: Mutex::new(network),
             waiters: Mutex::new(HashMap::new()),

@@ -33,11 +33,23 @@ use crate::{
     config::{DaBackend, FeedConfig, P2pSection},
 };
 
+/// Reads block `n`'s batch back from DA (`None`: not there).
+type BatchFn = Arc<dyn Fn(u64) -> Option<Vec<u8>> + Send + Sync>;
+
+/// What the network serves besides batches: block witnesses, and where provers' verdicts go.
+#[derive(Debug)]
+pub struct Services {
+    /// The witness store (`feed.witnesses`).
+    pub witnesses: Option<LocalArchive>,
+    /// Provers' verdicts.
+    pub verdicts: Arc<crate::verdicts::Verdicts>,
+}
+
 /// The DA backend the config selects: where batches go, and how they are read back to serve
 /// followers that catch up.
 pub struct Da {
     sink: Box<dyn DaSink>,
-    server: p2p::BatchServer,
+    server: BatchFn,
     pointers: Option<Arc<Mutex<PointerLog>>>,
 }
 
@@ -57,7 +69,7 @@ impl Da {
                     &config.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
                 )?;
                 let reader = archive.clone();
-                let server: p2p::BatchServer =
+                let server: BatchFn =
                     Arc::new(move |n| reader.get(n, &feed::DaPointer::default()).ok().flatten());
                 Ok(Some(Self { sink: Box::new(archive), server, pointers: None }))
             }
@@ -70,7 +82,7 @@ impl Da {
                     Arc::new(Mutex::new(PointerLog::open(&datadir.join("da-pointers"))?));
                 let (reader, log) = (proxy.clone(), pointers.clone());
                 // A follower's request waits on the proxy; requests are rare (catching up).
-                let server: p2p::BatchServer = Arc::new(move |n| {
+                let server: BatchFn = Arc::new(move |n| {
                     let pointer = log.lock().get(n).cloned()?;
                     reader.get(n, &pointer).ok().flatten()
                 });
@@ -98,6 +110,7 @@ impl Network {
         datadir: &Path,
         dev: bool,
         chain_id: u64,
+        services: Services,
     ) -> Result<Option<Self>, PublishError> {
         let Some(da) = da.filter(|_| section.enabled) else { return Ok(None) };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -123,7 +136,22 @@ impl Network {
                 "/ip4/127.0.0.1/udp/30333/quic-v1".into(),
             ]);
         }
-        let server = Some(da.server.clone());
+        let batches = da.server.clone();
+        let Services { witnesses, verdicts } = services;
+        let server: p2p::Server = Arc::new(move |request| match request {
+            p2p::Request::Batch(n) => batches(n),
+            p2p::Request::Witness(n) => {
+                witnesses.as_ref()?.get(n, &feed::DaPointer::default()).ok().flatten()
+            }
+            p2p::Request::Verdict(signed) => match verdicts.record(&signed) {
+                Ok(_) => Some(vec![1]),
+                Err(err) => {
+                    tracing::warn!(%err, "verdict refused");
+                    None
+                }
+            },
+        });
+        let server = Some(server);
         let config = p2p::P2pConfig { chain_id, listen, bootstrap: parse(&section.bootstrap) };
         let (p2p, events) = P2p::start(runtime.handle(), key, config, server)?;
         tracing::info!(peer_id = %p2p.peer_id(), "p2p started");

@@ -24,7 +24,7 @@ pub const MAX_ENVELOPE_BYTES: usize = 128 << 20;
 const DOMAIN: &[u8] = b"sequencer-feed/v1";
 const KIND_MINI_BLOCK: u8 = 1;
 const KIND_BLOCK: u8 = 2;
-const SIGNATURE_BYTES: usize = 65;
+pub(crate) const SIGNATURE_BYTES: usize = 65;
 
 /// Why an envelope was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -172,11 +172,7 @@ impl Envelope {
             Envelope::Block(b) => b.encode(&mut out),
         }
         let digest = signing_digest(self.chain_id(), self.kind(), &out[2..]);
-        let signature =
-            SECP256K1.sign_ecdsa_recoverable(Message::from_digest(digest.0), &key.secret);
-        let (id, compact) = signature.serialize_compact();
-        out.extend_from_slice(&compact);
-        out.push(i32::from(id) as u8);
+        out.extend_from_slice(&sign_digest(key, &digest));
         out.into()
     }
 
@@ -230,7 +226,17 @@ fn signing_digest(chain_id: u64, kind: u8, body: &[u8]) -> B256 {
     keccak256(input)
 }
 
-fn recover(digest: &B256, signature: &[u8]) -> Result<Address, EnvelopeError> {
+/// A 65-byte recoverable signature of `digest` (r ‖ s ‖ recovery id).
+pub(crate) fn sign_digest(key: &Signer, digest: &B256) -> [u8; SIGNATURE_BYTES] {
+    let signature = SECP256K1.sign_ecdsa_recoverable(Message::from_digest(digest.0), &key.secret);
+    let (id, compact) = signature.serialize_compact();
+    let mut out = [0u8; SIGNATURE_BYTES];
+    out[..64].copy_from_slice(&compact);
+    out[64] = i32::from(id) as u8;
+    out
+}
+
+pub(crate) fn recover(digest: &B256, signature: &[u8]) -> Result<Address, EnvelopeError> {
     let id =
         RecoveryId::try_from(i32::from(signature[64])).map_err(|_| EnvelopeError::Signature)?;
     let signature = RecoverableSignature::from_compact(&signature[..64], id)

@@ -13,6 +13,7 @@ pub mod dev;
 mod envelope;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod verdict;
 
 pub use da::{
     Batch, DaError, DaPointer, DaSink, DaSource, EigenDaProxy, LocalArchive, MAX_BATCH_BYTES,
@@ -22,3 +23,4 @@ pub use envelope::{
     BlockEnvelope, ENVELOPE_VERSION, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES,
     MiniBlockEnvelope, Signer, TxRecord,
 };
+pub use verdict::{BlockVerdict, MAX_VERDICT_BYTES, VERDICT_VERSION};

@@ -1,6 +1,7 @@
 //! `p2p`: the libp2p side of the feed — TCP and QUIC transports with noise and yamux, gossipsub
 //! topics for the signed envelopes of mini-blocks and EVM blocks, and a request-response
-//! protocol that serves a block's DA batch by number (catching up after downtime).
+//! protocol ([`Request`]) that serves a block's DA batch or witness by number (catching up
+//! after downtime, proving) and takes provers' signed verdicts.
 //!
 //! The crate moves bytes; it does not judge them. Every received gossip message is handed to
 //! the application, which opens the envelope (`feed::Envelope::open`) and reports the verdict
@@ -83,8 +84,24 @@ pub enum Event {
     Banned(PeerId),
 }
 
-/// Serves a block's DA batch by number (`None`: not here).
-pub type BatchServer = Arc<dyn Fn(u64) -> Option<Vec<u8>> + Send + Sync>;
+/// What a peer can ask over the request-response protocol.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Request {
+    /// Block `n`'s DA batch (its signed envelopes).
+    Batch(u64),
+    /// Block `n`'s witness.
+    Witness(u64),
+    /// A prover's signed verdict; answered with an acknowledgement by a node that records
+    /// verdicts (the sequencer), with nothing by others.
+    Verdict(Vec<u8>),
+}
+
+/// Answers requests (`None`: not here). It may block (read disk, call a DA service): it runs
+/// off the network task.
+pub type Server = Arc<dyn Fn(Request) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Largest request (a signed verdict).
+pub const MAX_REQUEST_BYTES: u64 = 64 << 10;
 
 /// Settings.
 #[derive(Clone, Debug)]
@@ -114,7 +131,7 @@ pub enum P2pError {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gossipsub: gossipsub::Behaviour,
-    batches: cbor::Behaviour<u64, Option<Vec<u8>>>,
+    batches: cbor::Behaviour<Request, Option<Vec<u8>>>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -128,7 +145,7 @@ type BatchReply = oneshot::Sender<Result<Option<Vec<u8>>, P2pError>>;
 enum Command {
     Publish(Topic, Vec<u8>),
     Report(MessageId, PeerId, Verdict),
-    RequestBatch(u64, BatchReply),
+    Request(Option<PeerId>, Request, BatchReply),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerId>>),
 }
@@ -148,12 +165,13 @@ impl std::fmt::Debug for Command {
 
 impl P2p {
     /// Starts the network on `runtime` with identity `key`; events arrive on the returned
-    /// receiver. `server` answers batch requests (the sequencer serves its DA archive).
+    /// receiver. `server` answers requests (the sequencer serves its DA archive and witnesses,
+    /// and records verdicts).
     pub fn start(
         runtime: &tokio::runtime::Handle,
         key: Keypair,
         config: P2pConfig,
-        server: Option<BatchServer>,
+        server: Option<Server>,
     ) -> Result<(Self, std_mpsc::Receiver<Event>), P2pError> {
         let setup = |e: &dyn std::fmt::Display| P2pError::Setup(e.to_string());
         let peer_id = key.public().to_peer_id();
@@ -184,13 +202,13 @@ impl P2p {
                     gossipsub::MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
                 )?;
-                let codec = cbor::codec::Codec::<u64, Option<Vec<u8>>>::default()
-                    .set_request_size_maximum(64)
+                let codec = cbor::codec::Codec::<Request, Option<Vec<u8>>>::default()
+                    .set_request_size_maximum(MAX_REQUEST_BYTES)
                     .set_response_size_maximum(MAX_BATCH_RESPONSE_BYTES);
                 let batches = request_response::Behaviour::with_codec(
                     codec,
                     [(
-                        StreamProtocol::try_from_owned(format!("/sequencer/{chain_id}/batch/1"))
+                        StreamProtocol::try_from_owned(format!("/sequencer/{chain_id}/req/1"))
                             .map_err(|e| e.to_string())?,
                         ProtocolSupport::Full,
                     )],
@@ -255,11 +273,36 @@ impl P2p {
         let _ = self.commands.send(Command::Report(id, source, verdict));
     }
 
-    /// Asks a connected peer for block `number`'s batch; waits for the answer (an error at
-    /// once when no peer is connected).
+    /// Asks a connected peer for block `number`'s batch; fails at once when no peer is
+    /// connected.
     pub fn request_batch(&self, number: u64) -> Result<Option<Vec<u8>>, P2pError> {
+        self.request(None, Request::Batch(number))
+    }
+
+    /// Asks a connected peer for block `number`'s witness.
+    pub fn request_witness(&self, number: u64) -> Result<Option<Vec<u8>>, P2pError> {
+        self.request(None, Request::Witness(number))
+    }
+
+    /// Sends a signed verdict to each connected peer in turn until one acknowledges it (the
+    /// sequencer); returns whether one did.
+    pub fn send_verdict(&self, verdict: Vec<u8>) -> Result<bool, P2pError> {
+        for peer in self.peers()? {
+            if let Ok(Some(_)) = self.request(Some(peer), Request::Verdict(verdict.clone())) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sends `request` to `peer` (any connected peer when `None`) and waits for the answer.
+    pub fn request(
+        &self,
+        peer: Option<PeerId>,
+        request: Request,
+    ) -> Result<Option<Vec<u8>>, P2pError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::RequestBatch(number, tx)).map_err(|_| P2pError::Stopped)?;
+        self.commands.send(Command::Request(peer, request, tx)).map_err(|_| P2pError::Stopped)?;
         rx.blocking_recv().map_err(|_| P2pError::Stopped)?
     }
 
@@ -283,7 +326,7 @@ struct Task {
     chain_id: u64,
     /// Each topic with its hash, as received messages name it.
     topics: [(Topic, gossipsub::TopicHash); 2],
-    server: Option<BatchServer>,
+    server: Option<Server>,
     events: std_mpsc::Sender<Event>,
     strikes: HashMap<PeerId, u32>,
     pending: HashMap<request_response::OutboundRequestId, BatchReply>,
@@ -333,7 +376,7 @@ impl Task {
                     self.strike(source);
                 }
             }
-            Command::RequestBatch(number, reply) => self.request(number, reply),
+            Command::Request(peer, request, reply) => self.request(peer, request, reply),
             Command::Listening(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
@@ -343,11 +386,11 @@ impl Task {
         }
     }
 
-    fn request(&mut self, number: u64, reply: BatchReply) {
-        let peer = self.swarm.connected_peers().next().copied();
+    fn request(&mut self, peer: Option<PeerId>, request: Request, reply: BatchReply) {
+        let peer = peer.or_else(|| self.swarm.connected_peers().next().copied());
         match peer {
             Some(peer) => {
-                let id = self.swarm.behaviour_mut().batches.send_request(&peer, number);
+                let id = self.swarm.behaviour_mut().batches.send_request(&peer, request);
                 self.pending.insert(id, reply);
             }
             None => {

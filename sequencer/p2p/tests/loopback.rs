@@ -12,7 +12,7 @@ fn config(bootstrap: Vec<p2p::Address>) -> P2pConfig {
 fn start(
     rt: &tokio::runtime::Runtime,
     bootstrap: Vec<p2p::Address>,
-    server: Option<p2p::BatchServer>,
+    server: Option<p2p::Server>,
 ) -> (P2p, Receiver<Event>) {
     let (p2p, events) = P2p::start(rt.handle(), random_key(), config(bootstrap), server).unwrap();
     (p2p, events)
@@ -46,7 +46,11 @@ fn deliver(from: &P2p, topic: Topic, data: &[u8], events: &Receiver<Event>) -> E
 #[test]
 fn gossip_arrives_batches_are_served_and_a_bad_peer_is_banned() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server: p2p::BatchServer = Arc::new(|n| (n < 10).then(|| vec![n as u8; 100]));
+    let server: p2p::Server = Arc::new(|request| match request {
+        p2p::Request::Batch(n) => (n < 10).then(|| vec![n as u8; 100]),
+        p2p::Request::Witness(n) => (n == 5).then(|| vec![0xee; 10]),
+        p2p::Request::Verdict(bytes) => (bytes == b"ok").then(|| vec![1]),
+    });
     let (seq, _seq_events) = start(&rt, vec![], Some(server));
     let addr = listen_addr(&seq);
     let (follower, events) = start(&rt, vec![addr.clone()], None);
@@ -61,6 +65,10 @@ fn gossip_arrives_batches_are_served_and_a_bad_peer_is_banned() {
 
     assert_eq!(follower.request_batch(3).unwrap(), Some(vec![3u8; 100]));
     assert_eq!(follower.request_batch(42).unwrap(), None);
+    assert_eq!(follower.request_witness(5).unwrap(), Some(vec![0xee; 10]));
+    assert_eq!(follower.request_witness(6).unwrap(), None);
+    assert!(follower.send_verdict(b"ok".to_vec()).unwrap());
+    assert!(!follower.send_verdict(b"not ok".to_vec()).unwrap());
 
     // A third node that sends what the follower rejects is cut off after MAX_STRIKES.
     let (bad, _bad_events) = start(&rt, vec![listen_addr(&follower)], None);

@@ -99,6 +99,18 @@ pub fn module(
             Ok::<_, ErrorObjectOwned>(rpc_receipt(&node.chain, &executed))
         })?;
     }
+    m.register_method("sequencer_blockVerdict", |params, node, _| -> RpcResult<_> {
+        let number: U64 = params.one()?;
+        let number = number.to::<u64>();
+        Ok(node.chain.block(number).map(|block| {
+            serde_json::json!({
+                "block": U64::from(number),
+                "hash": block.hash,
+                "stateRoot": block.header.state_root,
+                "verdicts": node.verdicts.of(number),
+            })
+        }))
+    })?;
     Ok(m)
 }
 

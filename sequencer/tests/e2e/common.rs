@@ -193,3 +193,18 @@ pub(crate) fn token_creation_code() -> Bytes {
     let hex = include_str!("../../../contracts/out/Token.bin").trim();
     Bytes::from(alloy_primitives::hex::decode(hex).unwrap())
 }
+
+/// A binary of another workspace package (`fullnode`, `prover`) of this build, built here if
+/// the test run did not build it.
+pub(crate) fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_sequencer")).with_file_name(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success());
+    }
+    path
+}

@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
@@ -25,20 +25,6 @@ sol! {
     function transfer(address to, uint256 amount) external returns (bool);
 }
 
-/// The `fullnode` binary of this build (built here if the test run did not build it).
-fn fullnode_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sequencer")).with_file_name("fullnode");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "fullnode", "--bin", "fullnode"])
-            .status()
-            .expect("cargo build -p fullnode");
-        assert!(status.success());
-    }
-    path
-}
-
 /// A full node process, killed when dropped.
 struct FullNode {
     child: Child,
@@ -48,7 +34,7 @@ struct FullNode {
 
 impl FullNode {
     fn start(seq: &Sequencer, datadir: &Path) -> Self {
-        let mut cmd = Command::new(fullnode_bin());
+        let mut cmd = Command::new(workspace_bin("fullnode"));
         cmd.args(["--dev", "--rpc-addr", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
             .args(["--sequencer-rpc", &seq.url])
             .arg("--datadir")

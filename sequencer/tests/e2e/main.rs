@@ -8,5 +8,6 @@ mod common;
 mod crash;
 mod fullnode;
 mod host;
+mod prover;
 mod rejections;
 mod spec;
