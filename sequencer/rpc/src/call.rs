@@ -22,9 +22,18 @@ use crate::{View, evm::simulate};
 /// EIP-7825: a transaction may not carry more gas than this from Osaka on.
 const OSAKA_TX_GAS_CAP: u64 = 1 << 24;
 
+/// The open block's gas limit; a node that has not applied a block yet knows none, and calls
+/// are then capped by the gas cap alone.
+fn block_gas_limit(view: &View) -> u64 {
+    match view.chain.open_block().gas_limit {
+        0 => view.settings.gas_cap,
+        limit => limit,
+    }
+}
+
 /// The highest gas a simulated transaction may use.
 fn gas_ceiling(view: &View) -> u64 {
-    let mut cap = view.settings.gas_cap.min(view.chain.open_block().gas_limit);
+    let mut cap = view.settings.gas_cap.min(block_gas_limit(view));
     if view.rules.spec.is_enabled_in(SpecId::OSAKA) {
         cap = cap.min(OSAKA_TX_GAS_CAP);
     }
@@ -75,7 +84,7 @@ fn run(
         timestamp: open.timestamp,
         beneficiary: open.beneficiary,
         base_fee: open.base_fee,
-        gas_limit: open.gas_limit,
+        gas_limit: block_gas_limit(view),
     }
     .block_env(view.rules.spec);
     let chain = view.chain.clone();

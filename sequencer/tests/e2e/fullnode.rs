@@ -199,6 +199,10 @@ async fn two_full_nodes_follow_the_sequencer_process_and_a_restarted_one_catches
         .await
         .unwrap();
     let mut heads = ws.subscribe_blocks().await.unwrap().into_stream();
+    // Both have caught up with the chain so far (a wallet's fee estimate needs a block).
+    let now = block_number(&seq.url).await.max(1);
+    wait_for(&a.url, now).await;
+    wait_for(&b.url, now).await;
 
     // A token, deployed through full node `a` (forwarded to the sequencer).
     let deployer = ProviderBuilder::new()
