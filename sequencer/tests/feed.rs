@@ -434,5 +434,9 @@ fn with_eigenda_batches_go_to_the_proxy_and_followers_catch_up_from_it() {
     let log = feed::PointerLog::open(&dir.path().join("da-pointers")).unwrap();
     assert_eq!(log.last(), Some(head));
     assert!(*proxy.puts.lock().unwrap() as u64 > head, "one blob per block");
-    assert!(!dir.path().join("archive").exists(), "nothing in a local archive");
+    // Batches go to EigenDA only; the local archive directory holds the witnesses.
+    let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
+    assert_eq!(archive.last().unwrap(), None, "no batch in a local archive");
+    let witnesses = LocalArchive::witnesses(&dir.path().join("archive")).unwrap();
+    assert_eq!(witnesses.last().unwrap(), Some(head), "a witness per block");
 }
