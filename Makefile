@@ -18,6 +18,7 @@ test: bootstrap
 	$(CARGO) run --release -p bench --bin bench -- statetest tests/fixtures/GeneralStateTests
 	$(CARGO) run --release -p bench --bin bench -- statetest --parallel tests/fixtures/GeneralStateTests
 	$(CARGO) run --release -p bench --bin bench -- statetest --jit tests/fixtures/GeneralStateTests
+	$(CARGO) run --release -p bench --bin bench -- blocktest tests/fixtures/BlockchainTests
 
 ## Rebuild the Solidity contracts the tests and benchmarks use (needs npm; not part of test).
 contracts:

@@ -4,6 +4,7 @@
 //! It owns measuring and checking; it changes nothing in the crates it measures.
 
 pub mod baseline;
+pub mod blocktest;
 pub mod jitbench;
 pub mod latency;
 pub mod machine;

@@ -264,6 +264,18 @@ enum Command {
         #[arg(long)]
         jit: bool,
     },
+    /// Ethereum BlockchainTests (valid blocks) through the prover's stateless path: each block
+    /// executed as the sequencer does (its receipts must match Ethereum's header), committed
+    /// with its witness, and verified from the witness alone. Counts what was verified and
+    /// what does not fit this chain (withdrawals, blobs, uncles).
+    Blocktest {
+        /// Test files or directories (searched recursively for .json).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print one JSON object with the counts and every failure.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -353,6 +365,30 @@ fn main() -> ExitCode {
                 bench::statetest::Engine::Sequential
             };
             statetest(&paths, json, show, engine)
+        }
+        Command::Blocktest { paths, json } => {
+            let files = bench::statetest::collect_files(&paths);
+            let summary = bench::blocktest::run_files(&files);
+            if json {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            } else {
+                for (file, test, block, reason) in &summary.failed {
+                    println!("FAIL {file} {test} block {block}: {reason}");
+                }
+                println!(
+                    "{} tests: {} blocks verified statelessly, {} tests failed, {} skipped {:?}",
+                    summary.tests,
+                    summary.verified,
+                    summary.failed.len(),
+                    summary.skipped.values().sum::<usize>(),
+                    summary.skipped
+                );
+            }
+            if summary.failed.is_empty() && summary.verified > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Compare { a, b } => match (report::read_dir(&a), report::read_dir(&b)) {
             (Ok(ra), Ok(rb)) => {

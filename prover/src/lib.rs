@@ -15,4 +15,7 @@ pub mod archive;
 pub mod network;
 mod verify;
 
-pub use verify::{BlockInput, ProofBackend, Reason, Reexecution, Verdict, verify_block};
+pub use verify::{
+    BlockInput, Prevrandao, ProofBackend, Reason, Reexecution, Verdict, verify_block,
+    verify_block_with,
+};

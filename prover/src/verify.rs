@@ -130,18 +130,32 @@ impl ProofBackend for Reexecution {
     }
 }
 
-/// Verifies `input` by stateless re-execution under `rules`.
+/// Where a block's PREVRANDAO comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prevrandao {
+    /// This chain's rule: keccak256 of the block number, which the header's mix hash must be.
+    Chain,
+    /// The header's mix hash, as on Ethereum (for Ethereum's block test vectors).
+    Header,
+}
+
+/// Verifies `input` by stateless re-execution under `rules` (this chain's).
 pub fn verify_block(rules: ChainRules, input: &BlockInput) -> Verdict {
+    verify_block_with(rules, input, Prevrandao::Chain)
+}
+
+/// As [`verify_block`], with PREVRANDAO from `prevrandao`.
+pub fn verify_block_with(rules: ChainRules, input: &BlockInput, prevrandao: Prevrandao) -> Verdict {
     Verdict {
         block: input.header.number,
         block_hash: input.header.hash_slow(),
         parent_root: input.parent_root,
         post_root: input.header.state_root,
-        outcome: run(rules, input),
+        outcome: run(rules, input, prevrandao),
     }
 }
 
-fn run(rules: ChainRules, input: &BlockInput) -> Result<(), Reason> {
+fn run(rules: ChainRules, input: &BlockInput, prevrandao: Prevrandao) -> Result<(), Reason> {
     let header = &input.header;
     let witness = Witness::decode(&input.witness)?;
     let verified = witness.verify(input.parent_root)?;
@@ -153,14 +167,19 @@ fn run(rules: ChainRules, input: &BlockInput) -> Result<(), Reason> {
         base_fee: header.base_fee_per_gas.unwrap_or_default(),
         gas_limit: header.gas_limit,
     };
-    if header.mix_hash != env.prevrandao() {
-        return Err(Reason::Header("prevrandao"));
+    let mut block_env = env.block_env(rules.spec);
+    match prevrandao {
+        Prevrandao::Chain if header.mix_hash != env.prevrandao() => {
+            return Err(Reason::Header("prevrandao"));
+        }
+        Prevrandao::Chain => {}
+        Prevrandao::Header => block_env.prevrandao = Some(header.mix_hash),
     }
     let hashes = |n: u64| verified.block_hash(n).ok_or(StateError::BlockHashUnavailable(n));
     let mut overlay = Overlay::new(&state, hashes);
     let mut executed: Vec<Arc<ExecutedTx>> = Vec::with_capacity(input.txs.len());
     {
-        let mut evm = new_evm(&mut overlay, rules.spec, rules.chain_id, env.block_env(rules.spec));
+        let mut evm = new_evm(&mut overlay, rules.spec, rules.chain_id, block_env);
         let mut checked = Checked::default();
         let (mut gas, mut logs) = (0u64, 0u64);
         for (index, record) in input.txs.iter().enumerate() {
