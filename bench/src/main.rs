@@ -70,6 +70,9 @@ enum Command {
         /// Print one JSON object per result instead of the table.
         #[arg(long)]
         json: bool,
+        /// Build no block witnesses (`feed.witnesses = false`), to measure what they cost.
+        #[arg(long)]
+        no_witnesses: bool,
         /// Also write a report directory (results.json, summary.md).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -423,12 +426,14 @@ fn main() -> ExitCode {
             connections,
             json,
             out,
+            no_witnesses,
         } => {
             let settings = RunSettings {
                 block_time,
                 mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
                 batch,
                 connections,
+                witnesses: !no_witnesses,
             };
             match run(
                 workload,
@@ -468,6 +473,7 @@ fn latency(
         mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
         batch: 1,
         connections: 1,
+        witnesses: true,
     };
     if !json {
         println!(

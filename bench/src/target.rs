@@ -22,6 +22,8 @@ pub struct RunSettings {
     pub batch: usize,
     /// Concurrent JSON-RPC connections.
     pub connections: usize,
+    /// Build every block's witness (`feed.witnesses`, on by default in the sequencer).
+    pub witnesses: bool,
 }
 
 /// Result of one run of our pipeline.
@@ -82,6 +84,7 @@ fn start_node(
     config.chain.hardfork = <&str>::from(p.kind.spec()).to_ascii_lowercase();
     config.blocks.evm_block_interval = settings.block_time;
     config.blocks.mini_block_interval = settings.mini_block_time;
+    config.feed.witnesses = settings.witnesses;
     config.pool.capacity = p.txs.len() + 1;
     config.pool.max_nonce_gap = (p.txs.len() / p.addresses.len().max(1)) as u64 + 1;
     let node = Node::start_with_alloc(config, false, Some((*p.alloc).clone()))?;

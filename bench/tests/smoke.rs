@@ -53,6 +53,7 @@ fn settings() -> RunSettings {
         mini_block_time: Duration::from_millis(10),
         batch: 50,
         connections: 2,
+        witnesses: true,
     }
 }
 
