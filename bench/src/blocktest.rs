@@ -144,7 +144,8 @@ fn run_test(test: &BlockTest) -> Result<usize, Outcome> {
     let nomt = Nomt::<Blake3Hasher>::open(options).map_err(|e| nomt_err(&e))?;
     let state = MemState::from_genesis(&test.pre);
     let genesis = nomt.begin_session(SessionParams::default());
-    let finished = genesis.finish(nomt_ops(&genesis_diff(&test.pre), &[])).map_err(|e| nomt_err(&e))?;
+    let finished =
+        genesis.finish(nomt_ops(&genesis_diff(&test.pre), &[])).map_err(|e| nomt_err(&e))?;
     let mut parent_root = B256::from(finished.root().into_inner());
     finished.commit(&nomt).map_err(|e| nomt_err(&e))?;
     let mut hashes: HashMap<u64, B256> = HashMap::from([(0, test.genesis_block_header.hash)]);

@@ -158,6 +158,13 @@ pub fn commit_with_witness(
     let session = nomt.begin_session(
         nomt::SessionParams::default().witness_mode(nomt::WitnessMode::read_write()),
     );
+    // Fetch every key's trie pages ahead on NOMT's I/O workers, as the reads go on.
+    for address in reads.accounts.iter().chain(diff.accounts.keys()) {
+        session.warm_up(account_key(address));
+    }
+    for (address, slot) in &reads.slots {
+        session.warm_up(slot_key(address, slot));
+    }
     let pre = pre_state(|key| session.read(*key).map_err(|e| e.to_string()), diff, wiped, reads)?;
     let mut pre = pre;
     let ops = std::mem::take(&mut pre.ops);
