@@ -3,7 +3,7 @@
 //! prints one verdict per block. `prover run` follows a sequencer over libp2p and sends it a
 //! signed verdict per block.
 
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Instant};
 
 use alloy_primitives::Address;
 use clap::{Parser, Subcommand};
@@ -247,11 +247,24 @@ fn run(command: Command) -> ExitCode {
         Ok(started) => started,
         Err(err) => return fail(err.to_string()),
     };
-    // Gossip is not this node's business: drop it without penalty.
-    let reporter = net.clone();
+    // Witnesses published with their blocks are kept for a while (the newest 1 024 blocks);
+    // other gossip is not this node's business. None is forwarded: a prover cannot vouch for
+    // a witness before it has verified with it.
+    net.subscribe(p2p::Topic::Witnesses);
+    let witnesses = std::sync::Arc::new(parking_lot::Mutex::new(BTreeMap::<u64, Vec<u8>>::new()));
+    let (reporter, cache) = (net.clone(), witnesses.clone());
     std::thread::spawn(move || {
         for event in events {
-            if let p2p::Event::Message { id, source, .. } = event {
+            if let p2p::Event::Message { topic, data, id, source } = event {
+                if topic == p2p::Topic::Witnesses
+                    && let Some((number, witness)) = data.split_first_chunk::<8>()
+                {
+                    let mut cache = cache.lock();
+                    cache.insert(u64::from_be_bytes(*number), witness.to_vec());
+                    while cache.len() > 1024 {
+                        cache.pop_first();
+                    }
+                }
                 reporter.report(id, source, p2p::Verdict::Ignore);
             }
         }
@@ -276,9 +289,11 @@ fn run(command: Command) -> ExitCode {
         &key,
         &follow,
         &pool,
+        &|n| witnesses.lock().remove(&n),
         |sent| {
             let v = &sent.verdict;
             let ack = if sent.acknowledged { "sent" } else { "NOT acknowledged" };
+            let ack = if sent.gossiped { format!("{ack}, witness by gossip") } else { ack.into() };
             match &v.outcome {
                 Ok(()) => println!("block {}: valid, verdict {ack}", v.block),
                 Err(reason) => {

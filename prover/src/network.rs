@@ -34,6 +34,8 @@ pub struct Sent {
     pub verdict: Verdict,
     /// Acknowledged by a peer that records verdicts.
     pub acknowledged: bool,
+    /// The witness came by gossip (not by request).
+    pub gossiped: bool,
 }
 
 /// Asks for `request` until a peer has it (or `stop` says to give up).
@@ -55,14 +57,19 @@ fn fetch(
 }
 
 /// Follows the chain from `config.from`, verifying every block with `backend` on `pool` and
-/// sending the signed verdicts; each is also handed to `report`. Returns after `config.to`
-/// (when given) or when the network stops; `stop` ends it early.
+/// sending the signed verdicts; each is also handed to `report`. A block's witness is taken
+/// from `gossiped` (witnesses received on [`p2p::Topic::Witnesses`]) when there, else asked
+/// for; a gossiped witness that fails as a witness is replaced by the one the sequencer
+/// serves before the verdict is given (gossip is unsigned). Returns after `config.to` (when
+/// given) or when the network stops; `stop` ends it early.
+#[allow(clippy::too_many_arguments)]
 pub fn follow(
     net: &P2p,
     backend: Arc<dyn ProofBackend>,
     key: &Signer,
     config: &FollowConfig,
     pool: &rayon::ThreadPool,
+    gossiped: &(dyn Fn(u64) -> Option<Vec<u8>> + Sync),
     report: impl Fn(&Sent) + Send + Sync,
     stop: &dyn Fn() -> bool,
 ) {
@@ -114,8 +121,14 @@ pub fn follow(
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
-            let Some(witness) = fetch(|| net.request_witness(next), stop) else { break };
-            let input = BlockInput {
+            let (witness, from_gossip) = match gossiped(next) {
+                Some(witness) => (witness, true),
+                None => match fetch(|| net.request_witness(next), stop) {
+                    Some(witness) => (witness, false),
+                    None => break,
+                },
+            };
+            let mut input = BlockInput {
                 parent_root: parent.state_root,
                 header: header.clone(),
                 txs,
@@ -127,7 +140,14 @@ pub fn follow(
             let (backend, done_tx, net) = (backend.clone(), done_tx.clone(), net.clone());
             let chain_id = config.chain_id;
             scope.spawn(move |_| {
-                let verdict = backend.verify(&input);
+                let mut verdict = backend.verify(&input);
+                if from_gossip
+                    && matches!(verdict.outcome, Err(crate::Reason::Witness(_)))
+                    && let Ok(Some(served)) = net.request_witness(input.header.number)
+                {
+                    input.witness = Bytes::from(served);
+                    verdict = backend.verify(&input);
+                }
                 let signed = BlockVerdict {
                     chain_id,
                     block: verdict.block,
@@ -145,7 +165,7 @@ pub fn follow(
                 }
                 .sign(key);
                 let acknowledged = net.send_verdict(signed).unwrap_or(false);
-                let _ = done_tx.send(Sent { verdict, acknowledged });
+                let _ = done_tx.send(Sent { verdict, acknowledged, gossiped: from_gossip });
             });
         }
         while in_flight > 0 {

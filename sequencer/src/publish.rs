@@ -297,11 +297,19 @@ impl Publisher {
         let (tx, rx) = mpsc::channel();
         let archived = Arc::new(AtomicU64::new(NONE_ARCHIVED));
         let stop = Arc::new(AtomicBool::new(false));
+        // Witnesses are gossiped with their block's envelope, for provers.
+        let witnesses = match (&network, config.witnesses) {
+            (Some(_), true) => Some(LocalArchive::witnesses(
+                &config.archive_dir.clone().unwrap_or_else(|| datadir.join("archive")),
+            )?),
+            _ => None,
+        };
         let worker = Worker {
             signer,
             chain_id,
             sink,
             pointers,
+            witnesses,
             pending: BTreeMap::new(),
             archived: archived.clone(),
             stop: stop.clone(),
@@ -385,6 +393,8 @@ struct Worker {
     chain_id: u64,
     sink: Box<dyn DaSink>,
     pointers: Option<Arc<Mutex<PointerLog>>>,
+    /// Where the committer stored each block's witness (it is there before the block's event).
+    witnesses: Option<LocalArchive>,
     /// Signed mini-block envelopes of blocks not sealed yet, by block number.
     pending: BTreeMap<u64, Vec<(u64, Bytes)>>,
     archived: Arc<AtomicU64>,
@@ -438,6 +448,15 @@ impl Worker {
         let signed = envelope.sign(&self.signer);
         if let Some(network) = &self.network {
             network.publish(Topic::Blocks, signed.to_vec());
+            if let Some(witness) = self
+                .witnesses
+                .as_ref()
+                .and_then(|w| w.get(number, &feed::DaPointer::default()).ok().flatten())
+            {
+                let mut message = number.to_be_bytes().to_vec();
+                message.extend_from_slice(&witness);
+                network.publish(Topic::Witnesses, message);
+            }
         }
         envelopes.push(signed);
         metrics::counter!("feed_envelopes_total", "kind" => "block").increment(1);

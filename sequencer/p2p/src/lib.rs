@@ -35,13 +35,18 @@ pub const MAX_GOSSIP_BYTES: usize = 16 << 20;
 /// Largest batch served over request-response (one EVM block's envelopes).
 pub const MAX_BATCH_RESPONSE_BYTES: u64 = 256 << 20;
 
-/// The two gossip topics.
+/// The gossip topics. Every node subscribes to the first two; provers also to
+/// [`Topic::Witnesses`] ([`P2p::subscribe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Signed mini-block envelopes (transactions, receipts, diff): for realtime readers.
     MiniBlocks,
     /// Signed EVM block envelopes (header, state root).
     Blocks,
+    /// Block witnesses, published with their block's envelope: the block number (8 bytes,
+    /// big-endian) then the witness. Not signed: a witness is checked against its parent's
+    /// state root by whoever uses it.
+    Witnesses,
 }
 
 impl Topic {
@@ -49,6 +54,7 @@ impl Topic {
         match self {
             Topic::MiniBlocks => format!("/sequencer/{chain_id}/mini-blocks/1"),
             Topic::Blocks => format!("/sequencer/{chain_id}/blocks/1"),
+            Topic::Witnesses => format!("/sequencer/{chain_id}/witnesses/1"),
         }
     }
 }
@@ -144,6 +150,7 @@ type BatchReply = oneshot::Sender<Result<Option<Vec<u8>>, P2pError>>;
 
 enum Command {
     Publish(Topic, Vec<u8>),
+    Subscribe(Topic),
     Report(MessageId, PeerId, Verdict),
     Request(Option<PeerId>, Request, BatchReply),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
@@ -247,7 +254,7 @@ impl P2p {
         let task = Task {
             swarm,
             chain_id,
-            topics: [hash(Topic::MiniBlocks), hash(Topic::Blocks)],
+            topics: [hash(Topic::MiniBlocks), hash(Topic::Blocks), hash(Topic::Witnesses)],
             server,
             events,
             strikes: HashMap::new(),
@@ -266,6 +273,11 @@ impl P2p {
     /// Gossips `data` on `topic` (dropped when no peer subscribes yet: followers catch up).
     pub fn publish(&self, topic: Topic, data: Vec<u8>) {
         let _ = self.commands.send(Command::Publish(topic, data));
+    }
+
+    /// Subscribes to `topic` as well (its messages then arrive as events).
+    pub fn subscribe(&self, topic: Topic) {
+        let _ = self.commands.send(Command::Subscribe(topic));
     }
 
     /// Reports the verdict on a received message (see [`Verdict`]).
@@ -325,7 +337,7 @@ struct Task {
     swarm: Swarm<Behaviour>,
     chain_id: u64,
     /// Each topic with its hash, as received messages name it.
-    topics: [(Topic, gossipsub::TopicHash); 2],
+    topics: [(Topic, gossipsub::TopicHash); 3],
     server: Option<Server>,
     events: std_mpsc::Sender<Event>,
     strikes: HashMap<PeerId, u32>,
@@ -360,6 +372,12 @@ impl Task {
                 let topic = gossipsub::IdentTopic::new(topic.name(self.chain_id));
                 if let Err(err) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
                     tracing::debug!(%err, "gossip not published");
+                }
+            }
+            Command::Subscribe(topic) => {
+                let topic = gossipsub::IdentTopic::new(topic.name(self.chain_id));
+                if let Err(err) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    tracing::warn!(%err, "cannot subscribe");
                 }
             }
             Command::Report(id, source, verdict) => {

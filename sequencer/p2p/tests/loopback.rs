@@ -63,6 +63,16 @@ fn gossip_arrives_batches_are_served_and_a_bad_peer_is_banned() {
     assert_eq!((topic, source), (Topic::Blocks, seq.peer_id()));
     follower.report(id, source, Verdict::Accept);
 
+    // Witnesses reach a node that subscribed to them.
+    follower.subscribe(Topic::Witnesses);
+    let Event::Message { topic, id, source, .. } =
+        deliver(&seq, Topic::Witnesses, b"witness of block 9", &events)
+    else {
+        unreachable!()
+    };
+    assert_eq!(topic, Topic::Witnesses);
+    follower.report(id, source, Verdict::Ignore);
+
     assert_eq!(follower.request_batch(3).unwrap(), Some(vec![3u8; 100]));
     assert_eq!(follower.request_batch(42).unwrap(), None);
     assert_eq!(follower.request_witness(5).unwrap(), Some(vec![0xee; 10]));
