@@ -59,6 +59,9 @@ pub enum WitnessError {
     /// NOMT failed while building a witness.
     #[error("NOMT: {0}")]
     Nomt(String),
+    /// What the witness needs is not at hand (a code, a block hash); nothing was committed.
+    #[error("the witness cannot be built: {0}")]
+    Unavailable(String),
 }
 
 /// The pre-state of a block's keys and its proof.
@@ -154,6 +157,16 @@ pub fn commit_with_witness(
     code: impl Fn(&B256) -> Option<Bytes>,
     block_hash: impl Fn(u64) -> Option<B256>,
 ) -> Result<(B256, Witness), WitnessError> {
+    // What NOMT does not hold is gathered first: when it is missing, nothing is committed and
+    // the caller can commit without a witness.
+    let mut hashes = Vec::with_capacity(reads.block_hashes.len());
+    for number in &reads.block_hashes {
+        let hash = block_hash(*number)
+            .ok_or_else(|| WitnessError::Unavailable(format!("hash of block {number} unknown")))?;
+        hashes.push((*number, hash));
+    }
+    hashes.sort_unstable();
+    hashes.dedup();
     let nomt_error = |e: &dyn std::fmt::Display| WitnessError::Nomt(e.to_string());
     let session = nomt.begin_session(
         nomt::SessionParams::default().witness_mode(nomt::WitnessMode::read_write()),
@@ -165,54 +178,48 @@ pub fn commit_with_witness(
     for (address, slot) in &reads.slots {
         session.warm_up(slot_key(address, slot));
     }
-    let pre = pre_state(|key| session.read(*key).map_err(|e| e.to_string()), diff, wiped, reads)?;
-    let mut pre = pre;
+    let mut pre =
+        pre_state(|key| session.read(*key).map_err(|e| e.to_string()), diff, wiped, reads)?;
+    let mut codes = Vec::new();
+    for (_, data) in &pre.accounts {
+        if let Some(data) = data
+            && data.code_hash != crate::KECCAK_EMPTY
+        {
+            codes.push(code(&data.code_hash).ok_or_else(|| {
+                WitnessError::Unavailable(format!("no code for {}", data.code_hash))
+            })?);
+        }
+    }
     let ops = std::mem::take(&mut pre.ops);
     let mut finished = session.finish(ops).map_err(|e| nomt_error(&e))?;
     let root = B256::from(finished.root().into_inner());
     let nomt_witness =
         finished.take_witness().ok_or_else(|| WitnessError::Nomt("no witness recorded".into()))?;
     finished.commit(nomt).map_err(|e| nomt_error(&e))?;
-    let mut hashes = Vec::with_capacity(reads.block_hashes.len());
-    for number in &reads.block_hashes {
-        let hash = block_hash(*number)
-            .ok_or_else(|| WitnessError::Nomt(format!("hash of block {number} unknown")))?;
-        hashes.push((*number, hash));
-    }
-    hashes.sort_unstable();
-    hashes.dedup();
-    Ok((root, Witness::new(pre, nomt_witness, code, hashes)?))
+    Ok((root, Witness::new(pre, nomt_witness, codes, hashes)))
 }
 
 impl Witness {
     /// A witness from the pre-state, NOMT's witness of the session that committed the block,
-    /// the code of the accounts (`code` by hash) and the block hashes the block asked for.
+    /// the code of the accounts that have some and the block hashes the block asked for.
     pub fn new(
         pre: PreState,
         nomt_witness: nomt::Witness,
-        code: impl Fn(&B256) -> Option<Bytes>,
+        mut codes: Vec<Bytes>,
         block_hashes: Vec<(u64, B256)>,
-    ) -> Result<Self, WitnessError> {
+    ) -> Self {
         let mut paths: Vec<_> = nomt_witness.path_proofs.into_iter().map(|p| p.inner).collect();
         paths.sort_by(|a, b| a.terminal.path().cmp(b.terminal.path()));
         paths.dedup_by(|a, b| a.terminal.path() == b.terminal.path());
-        let mut codes = Vec::new();
-        for (_, data) in &pre.accounts {
-            if let Some(data) = data
-                && data.code_hash != crate::KECCAK_EMPTY
-            {
-                codes.push(code(&data.code_hash).ok_or(WitnessError::MissingCode(data.code_hash))?);
-            }
-        }
         codes.sort();
         codes.dedup();
-        Ok(Self {
+        Self {
             accounts: pre.accounts,
             slots: pre.slots,
             codes,
             block_hashes,
             proof: MultiProof::from_path_proofs(paths),
-        })
+        }
     }
 
     /// The byte form: version, then the zstd-compressed RLP body (the proof inside in NOMT's
@@ -626,6 +633,38 @@ mod tests {
         let mut other = diff.clone();
         other.accounts.get_mut(&addr(0xb)).unwrap().storage.insert(U256::from(1), U256::from(6));
         assert_ne!(verified.post_root(&other, &[]).unwrap(), root);
+    }
+
+    #[test]
+    fn a_witness_that_cannot_be_built_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let nomt = open(dir.path());
+        let mut alloc = GenesisAlloc::new();
+        let contract = GenesisAccount {
+            code: Some(Bytes::from_static(&[0x00])),
+            balance: U256::from(1),
+            ..Default::default()
+        };
+        alloc.insert(addr(0xc), contract);
+        let finished = nomt
+            .begin_session(nomt::SessionParams::default())
+            .finish(nomt_ops(&genesis_diff(&alloc), &[]))
+            .unwrap();
+        finished.commit(&nomt).unwrap();
+        let before = nomt.root();
+        let mut diff = StateDiff::default();
+        let d = AccountData { balance: U256::from(3), ..AccountData::EMPTY };
+        diff.accounts.insert(addr(0xd), AccountDiff { info: Some(d), ..Default::default() });
+        // A block hash nobody knows.
+        let reads = ReadSet { block_hashes: vec![7], ..Default::default() };
+        let err = commit_with_witness(&nomt, &diff, &[], &reads, |_| None, |_| None).unwrap_err();
+        assert!(matches!(err, WitnessError::Unavailable(_)), "{err}");
+        assert_eq!(nomt.root(), before);
+        // A code nobody has.
+        let reads = ReadSet { accounts: vec![addr(0xc)], ..Default::default() };
+        let err = commit_with_witness(&nomt, &diff, &[], &reads, |_| None, |_| None).unwrap_err();
+        assert!(matches!(err, WitnessError::Unavailable(_)), "{err}");
+        assert_eq!(nomt.root(), before);
     }
 
     #[test]

@@ -259,24 +259,34 @@ fn commit_block(
     witnesses: Option<&Witnesses>,
 ) -> Result<B256, String> {
     let number = block.env.number;
-    let Some(w) = witnesses.filter(|_| number > 0) else {
+    let plain = || -> Result<B256, String> {
         let session = nomt.begin_session(SessionParams::default());
         let finished = session.finish(nomt_ops(diff, &block.wiped)).map_err(|e| e.to_string())?;
         let root = finished.root();
         finished.commit(nomt).map_err(|e| e.to_string())?;
-        return Ok(B256::from(root.into_inner()));
+        Ok(B256::from(root.into_inner()))
     };
+    let Some(w) = witnesses.filter(|_| number > 0) else { return plain() };
     let mut reads = block.reads.clone();
     reads.normalize();
-    let (root, witness) = memstate::witness::commit_with_witness(
+    let committed = memstate::witness::commit_with_witness(
         nomt,
         diff,
         &block.wiped,
         &reads,
         |hash| w.state.code_by_hash(hash).map(|c| c.original_bytes()),
         |n| chain.block(n).map(|b| b.hash),
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    let (root, witness) = match committed {
+        Ok(done) => done,
+        // Nothing was committed: the block goes on without a witness, loudly.
+        Err(err @ memstate::witness::WitnessError::Unavailable(_)) => {
+            tracing::error!(block = number, %err, "block sealed WITHOUT a witness: provers cannot verify it");
+            metrics::counter!("sequencer_witness_errors_total").increment(1);
+            return plain();
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     let bytes = witness.encode();
     metrics::histogram!("sequencer_witness_bytes").record(bytes.len() as f64);
     if let Err(err) = feed::DaSink::put(&w.store, number, &bytes) {
