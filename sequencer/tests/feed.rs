@@ -66,37 +66,8 @@ fn follow(archive: &LocalArchive, node: &Node) -> MemState {
 fn a_follower_rebuilds_the_state_from_the_archive_alone_and_a_restart_republishes_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(config(dir.path()), true).unwrap();
-    let deployer = DEV_ACCOUNTS[1].0;
-    let contract = deployer.create(0);
+    let contract = mixed_workload(&node);
     let fresh = |i: u8| Address::repeat_byte(0xa0 + i);
-    // New accounts, a deployment with constructor storage, then slots written, overwritten
-    // and deleted, with transfers between known accounts in between.
-    run(
-        &node,
-        vec![
-            tx(1, 0, TxKind::Create, 0, init_code(), 200_000),
-            tx(2, 0, TxKind::Call(fresh(1)), 1_000, Bytes::new(), 21_000),
-            tx(3, 0, TxKind::Call(DEV_ACCOUNTS[4].0), 7, Bytes::new(), 21_000),
-        ],
-    );
-    next_block(&node);
-    run(
-        &node,
-        vec![
-            tx(1, 1, TxKind::Call(contract), 0, store_call(1, 11), 100_000),
-            tx(1, 2, TxKind::Call(contract), 0, store_call(2, 22), 100_000),
-            tx(2, 1, TxKind::Call(fresh(2)), 5, Bytes::new(), 21_000),
-        ],
-    );
-    next_block(&node);
-    run(
-        &node,
-        vec![
-            tx(1, 3, TxKind::Call(contract), 0, store_call(1, 0), 100_000),
-            tx(1, 4, TxKind::Call(contract), 0, store_call(0, 43), 100_000),
-            tx(4, 0, TxKind::Call(DEV_ACCOUNTS[3].0), 9, Bytes::new(), 21_000),
-        ],
-    );
     node.shutdown();
     let archive = LocalArchive::open(&dir.path().join("archive")).unwrap();
     let followed = follow(&archive, &node);

@@ -4,50 +4,22 @@
 
 mod support;
 
-use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_primitives::{Address, Bytes, U256};
 use memstate::witness::Witness;
 use prover::{BlockInput, Reason, Verdict, archive::Archive, verify_block};
-use sequencer::{Node, dev::DEV_ACCOUNTS};
+use sequencer::Node;
 use support::*;
 
 fn rules(node: &Node) -> chain_rpc::evm::ChainRules {
     node.rules
 }
 
-/// A sequencer that ran a mixed workload over several blocks (deployment, storage writes,
-/// overwrites and deletions, transfers to new and known accounts, a revert), then stopped.
+/// A sequencer that ran a mixed workload over several blocks ([`mixed_workload`]), then
+/// stopped.
 fn chain() -> (tempfile::TempDir, std::sync::Arc<Node>, Archive, u64) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(config(dir.path()), true).unwrap();
-    let contract = DEV_ACCOUNTS[1].0.create(0);
-    let fresh = |i: u8| Address::repeat_byte(0xa0 + i);
-    run(
-        &node,
-        vec![
-            tx(1, 0, TxKind::Create, 0, init_code(), 200_000),
-            tx(2, 0, TxKind::Call(fresh(1)), 1_000, Bytes::new(), 21_000),
-            tx(3, 0, TxKind::Call(DEV_ACCOUNTS[4].0), 7, Bytes::new(), 21_000),
-        ],
-    );
-    next_block(&node);
-    run(
-        &node,
-        vec![
-            tx(1, 1, TxKind::Call(contract), 0, store_call(1, 11), 100_000),
-            tx(1, 2, TxKind::Call(contract), 0, store_call(2, 22), 100_000),
-            tx(2, 1, TxKind::Call(fresh(2)), 5, Bytes::new(), 21_000),
-            tx(3, 1, TxKind::Call(fresh(3)), 5, Bytes::new(), 21_000),
-        ],
-    );
-    next_block(&node);
-    run(
-        &node,
-        vec![
-            tx(1, 3, TxKind::Call(contract), 0, store_call(1, 0), 100_000),
-            tx(4, 0, TxKind::Call(DEV_ACCOUNTS[3].0), 9, Bytes::new(), 21_000),
-            tx(5, 0, TxKind::Call(fresh(4)), 9, Bytes::new(), 21_000),
-        ],
-    );
+    mixed_workload(&node);
     next_block(&node);
     node.shutdown();
     let head = node.chain.head_number();

@@ -98,19 +98,23 @@ impl Sequencer {
 
     /// Sends a JSON-RPC call and returns the raw response object.
     pub(crate) async fn raw(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        reqwest::Client::new()
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("http")
-            .json()
-            .await
-            .expect("json")
+        rpc(&self.url, method, params).await
     }
+}
+
+/// Sends a JSON-RPC call to `url` and returns the raw response object.
+pub(crate) async fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("http")
+        .json()
+        .await
+        .expect("json")
 }
 
 impl Drop for Sequencer {

@@ -70,22 +70,8 @@ impl Drop for FullNode {
     }
 }
 
-async fn call(url: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json")
-}
-
 async fn result(url: &str, method: &str, params: Value) -> Value {
-    let response = call(url, method, params).await;
+    let response = rpc(url, method, params).await;
     assert!(response.get("error").is_none(), "{method} at {url}: {response}");
     response["result"].clone()
 }
@@ -264,7 +250,7 @@ async fn two_full_nodes_follow_the_sequencer_process_and_a_restarted_one_catches
     assert_eq!(receipt["status"], "0x1");
     txs.push(serde_json::from_value(receipt["transactionHash"].clone()).unwrap());
     // Garbage sent to a full node gets the sequencer's error.
-    let refused = call(&a.url, "eth_sendRawTransaction", json!(["0x02c0"])).await;
+    let refused = rpc(&a.url, "eth_sendRawTransaction", json!(["0x02c0"])).await;
     assert_eq!(refused["error"]["code"], -32000, "{refused}");
 
     let head = settled(&seq, &txs).await;

@@ -80,3 +80,41 @@ pub fn config(dir: &std::path::Path) -> Config {
     config.blocks.evm_block_interval = Duration::from_millis(100);
     config
 }
+
+/// A mixed workload over three blocks on `node`: a deployment with constructor storage (the
+/// contract it returns), new accounts, slots written, overwritten and deleted, and transfers
+/// between known accounts in between. Each of the first two runs ends its block.
+pub fn mixed_workload(node: &Arc<Node>) -> alloy_primitives::Address {
+    use alloy_primitives::Address;
+    let contract = DEV_ACCOUNTS[1].0.create(0);
+    let fresh = |i: u8| Address::repeat_byte(0xa0 + i);
+    run(
+        node,
+        vec![
+            tx(1, 0, TxKind::Create, 0, init_code(), 200_000),
+            tx(2, 0, TxKind::Call(fresh(1)), 1_000, Bytes::new(), 21_000),
+            tx(3, 0, TxKind::Call(DEV_ACCOUNTS[4].0), 7, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(node);
+    run(
+        node,
+        vec![
+            tx(1, 1, TxKind::Call(contract), 0, store_call(1, 11), 100_000),
+            tx(1, 2, TxKind::Call(contract), 0, store_call(2, 22), 100_000),
+            tx(2, 1, TxKind::Call(fresh(2)), 5, Bytes::new(), 21_000),
+            tx(3, 1, TxKind::Call(fresh(3)), 5, Bytes::new(), 21_000),
+        ],
+    );
+    next_block(node);
+    run(
+        node,
+        vec![
+            tx(1, 3, TxKind::Call(contract), 0, store_call(1, 0), 100_000),
+            tx(1, 4, TxKind::Call(contract), 0, store_call(0, 43), 100_000),
+            tx(4, 0, TxKind::Call(DEV_ACCOUNTS[3].0), 9, Bytes::new(), 21_000),
+            tx(5, 0, TxKind::Call(fresh(4)), 9, Bytes::new(), 21_000),
+        ],
+    );
+    contract
+}
