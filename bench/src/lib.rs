@@ -10,10 +10,13 @@ pub mod latency;
 pub mod machine;
 pub mod memory;
 pub mod parallel;
+pub mod progress;
 pub mod prover;
 pub mod report;
+pub mod stages;
 pub mod statesync;
 pub mod statetest;
+pub mod summary;
 pub mod target;
 pub mod workload;
 

@@ -7,12 +7,11 @@ use std::{
 };
 
 use bench::{
-    baseline, machine, median, report,
-    target::{self, RunSettings},
-    tps,
+    baseline, machine, progress, report,
+    target::{self, RunSettings, Target},
     workload::{self, Kind},
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,14 +21,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Target {
-    /// The sequencer as a library.
-    Inprocess,
-    /// Through its JSON-RPC server, HTTP batches.
-    Rpc,
 }
 
 #[derive(Subcommand)]
@@ -54,9 +45,16 @@ enum Command {
         /// Workload seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Our targets to measure.
+        /// Our targets to measure: inprocess (the library), rpc (HTTP batches), ws
+        /// (WebSocket batches), realtime (`realtime_sendRawTransaction`, one call per
+        /// transaction, `--connections` in flight).
         #[arg(long, value_delimiter = ',', default_values_t = [Target::Inprocess, Target::Rpc], value_enum)]
         targets: Vec<Target>,
+        /// Open loop: send this many transactions per second on a fixed schedule (latency
+        /// under load; a transaction's latency counts from when it was due). Default: closed
+        /// loop, as fast as the node takes them.
+        #[arg(long)]
+        rate: Option<f64>,
         /// EVM block interval of our pipeline (the sequencer's default). The run ends when the
         /// block holding the last transaction is sealed, so a run waits up to one interval more.
         #[arg(long, default_value = "1s", value_parser = sequencer::config::duration_str::parse)]
@@ -73,7 +71,8 @@ enum Command {
         /// Build no block witnesses (`feed.witnesses = false`), to measure what they cost.
         #[arg(long)]
         no_witnesses: bool,
-        /// Also write a report directory (results.json, summary.md).
+        /// Also write a report directory: results.json, summary.md, and plots (throughput,
+        /// latency CDF, time per stage) as SVG.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -136,7 +135,7 @@ enum Command {
         /// Worker threads, one result per count.
         #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
         threads: Vec<usize>,
-        /// Workloads: eth, erc20, amm, amm-hot, chain, compute (snailtracer calls; give it
+        /// Workloads: eth, erc20, amm, amm-hot, chain, mix, compute (snailtracer calls; give it
         /// fewer transactions and smaller blocks).
         #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string(), "amm-hot".to_string(), "chain".to_string()])]
         workloads: Vec<String>,
@@ -167,7 +166,7 @@ enum Command {
     /// the sequencer producing them on one core (execution, apply, NOMT commit with witness),
     /// and witness bytes per transaction.
     Prover {
-        /// Workloads: eth, erc20, amm, amm-hot.
+        /// Workloads: eth, erc20, amm, amm-hot, mix.
         #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string()])]
         workloads: Vec<String>,
         /// Funded accounts.
@@ -190,7 +189,7 @@ enum Command {
     /// the changed accounts and slots, and a full node's decode + apply rate against the
     /// sequencer's execution, on the same blocks.
     Statesync {
-        /// Workloads: eth, erc20, amm, amm-hot.
+        /// Workloads: eth, erc20, amm, amm-hot, mix.
         #[arg(long, value_delimiter = ',', default_values_t = ["eth".to_string(), "erc20".to_string(), "amm".to_string()])]
         workloads: Vec<String>,
         /// Funded accounts (all known to the receiver: the steady state).
@@ -427,13 +426,19 @@ fn main() -> ExitCode {
             json,
             out,
             no_witnesses,
+            rate,
         } => {
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                eprintln!("error: --rate must be a positive number of transactions per second");
+                return ExitCode::from(2);
+            }
             let settings = RunSettings {
                 block_time,
                 mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
                 batch,
                 connections,
                 witnesses: !no_witnesses,
+                rate,
             };
             match run(
                 workload,
@@ -474,6 +479,7 @@ fn latency(
         batch: 1,
         connections: 1,
         witnesses: true,
+        rate: None,
     };
     if !json {
         println!(
@@ -517,7 +523,9 @@ fn run(
     let machine = machine::describe();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let started = Instant::now();
+    let spinner = progress::spinner(json, format!("signing {txs} transactions"));
     let prepared = workload::prepare(kind, seed, accounts, txs);
+    spinner.finish_and_clear();
     if !json {
         println!(
             "machine: {} ({} CPUs, {} NUMA node(s), {:.1} GiB, {} huge pages), Linux {}, rev {}",
@@ -531,11 +539,16 @@ fn run(
         );
         println!("command: {command}");
         println!(
-            "workload: {kind:?}, {accounts} accounts, {txs} transactions signed in {:.1} s; median of {runs} runs",
-            started.elapsed().as_secs_f64()
+            "workload: {kind:?}, {accounts} accounts, {txs} transactions signed in {:.1} s; median of {runs} runs; {}",
+            started.elapsed().as_secs_f64(),
+            match settings.rate {
+                Some(rate) => format!("open loop at {rate:.0} tx/s"),
+                None => "closed loop".to_string(),
+            }
         );
     }
 
+    let spinner = progress::spinner(json, "baselines".to_string());
     let measure_baseline = |parallel: bool| {
         let mut all: Vec<baseline::StageTimes> =
             (0..runs).map(|_| baseline::run(&prepared, block_txs, parallel)).collect();
@@ -544,51 +557,32 @@ fn run(
     };
     let base_par = measure_baseline(true);
     let base_seq = measure_baseline(false);
-    let base_par_tps = tps(txs, base_par.total);
-    let base_seq_tps = tps(txs, base_seq.total);
+    spinner.finish_and_clear();
 
     let mut results = Vec::new();
-    for target in targets {
-        let mut elapsed = Vec::new();
-        let mut cpu = Vec::new();
-        for _ in 0..runs {
-            let result = match target {
-                Target::Inprocess => target::inprocess(&prepared, settings)?,
-                Target::Rpc => target::rpc(&prepared, settings)?,
-            };
-            elapsed.push(result.elapsed);
-            cpu.push(result.cpu);
+    for &target in targets {
+        let mut all = Vec::new();
+        for i in 0..runs {
+            let bar =
+                progress::bar(json, txs as u64, format!("{} run {}/{runs}", target.name(), i + 1));
+            let result = target::run(&prepared, settings, target, &bar);
+            bar.finish_and_clear();
+            all.push(result?);
         }
-        let ours = tps(txs, median(&mut elapsed));
-        let cpu_us = median(&mut cpu).as_secs_f64() * 1e6 / txs as f64;
-        let name = match target {
-            Target::Inprocess => "inprocess",
-            Target::Rpc => "rpc",
-        };
-        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / txs as f64;
-        let result = serde_json::json!({
-            "workload": kind,
-            "target": name,
-            "ours": ours,
-            "baseline": base_par_tps,
-            "baseline_name": "standard pipeline, recovery on all cores",
-            "unit": "tx/s",
-            "ratio": ours / base_par_tps,
-            "ratio_vs_sequential_recovery": ours / base_seq_tps,
-            "baseline_sequential_recovery": base_seq_tps,
-            "cpu_us_per_tx": cpu_us,
-            "runs": runs,
-            "accounts": accounts,
-            "txs": txs,
-            "settings": settings,
-            "baseline_stages_us_per_tx": {
-                "recover": per_tx(base_par.recover),
-                "execute": per_tx(base_par.execute),
-                "root": per_tx(base_par.root),
+        let result = bench::summary::of_runs(
+            &all,
+            bench::summary::Context {
+                kind,
+                target,
+                settings,
+                accounts,
+                txs,
+                base_par: &base_par,
+                base_seq: &base_seq,
+                machine: &machine,
+                command: &command,
             },
-            "machine": machine,
-            "command": command,
-        });
+        );
         if json {
             println!("{result}");
         }
@@ -632,6 +626,7 @@ fn parallel(
             "amm" => workload::prepare(Kind::Amm, seed, accounts, txs),
             "amm-hot" => workload::prepare(Kind::AmmHot, seed, accounts, txs),
             "compute" => workload::prepare(Kind::Compute, seed, accounts, txs),
+            "mix" => workload::prepare(Kind::Mix, seed, accounts, txs),
             // One account: every transaction depends on the one before (its nonce and balance).
             "chain" => workload::prepare(Kind::Eth, seed, 1, txs),
             other => return Err(format!("unknown workload {other:?}")),
@@ -888,7 +883,10 @@ fn sync_workload(
         "erc20" => Kind::Erc20,
         "amm" => Kind::Amm,
         "amm-hot" => Kind::AmmHot,
-        other => return Err(format!("unknown workload {other:?} (eth, erc20, amm, amm-hot)")),
+        "mix" => Kind::Mix,
+        other => {
+            return Err(format!("unknown workload {other:?} (eth, erc20, amm, amm-hot, mix)"));
+        }
     };
     Ok(workload::prepare(kind, seed, accounts, txs))
 }

@@ -1,8 +1,9 @@
-//! Reports: the summary table, a report directory (`results.json`, `summary.md`), and two
-//! reports side by side.
+//! Reports: the summary tables, a report directory (`results.json`, `summary.md` and SVG
+//! plots: throughput, latency CDF, time per stage), and two reports side by side.
 
 use std::path::Path;
 
+use plotters::prelude::*;
 use serde_json::Value;
 
 fn num(v: &Value, key: &str) -> f64 {
@@ -13,26 +14,45 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("?")
 }
 
-/// The Markdown table of `bench run` results (one object per target, as `--json` prints).
+/// How a result's load was offered, for tables and legends.
+fn label(r: &Value) -> String {
+    match r["offered_rate"].as_f64() {
+        Some(rate) => format!("{}, open loop at {rate:.0} tx/s", text(r, "target")),
+        None => text(r, "target").to_string(),
+    }
+}
+
+/// The stage names of a result's breakdown, in pipeline order.
+const STAGES: [(&str, &str); 5] = [
+    ("recover", "sender recovery"),
+    ("execute", "execution"),
+    ("diff", "diff encode + apply"),
+    ("wal", "WAL append + fsync"),
+    ("root", "NOMT root commit"),
+];
+
+/// The Markdown tables of `bench run` results (one object per target, as `--json` prints):
+/// throughput against the baselines, then latency and where the time went.
 pub fn table(results: &[Value]) -> String {
     let mut out = String::new();
-    out.push_str("| workload | pipeline | tx/s | vs baseline (parallel recovery) | vs baseline (sequential recovery) | CPU µs/tx |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|\n");
+    out.push_str("| workload | pipeline | tx/s | vs baseline (parallel recovery) | vs baseline (sequential recovery) | CPU µs/tx | Mgas/s |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     for r in results {
         out.push_str(&format!(
-            "| {} | ours, {} (WAL fsync + NOMT, persisted) | {:.0} | {:.2}x | {:.2}x | {:.1} |\n",
+            "| {} | ours, {} (WAL fsync + NOMT, persisted) | {:.0} | {:.2}x | {:.2}x | {:.1} | {:.1} |\n",
             text(r, "workload"),
-            text(r, "target"),
+            label(r),
             num(r, "ours"),
             num(r, "ratio"),
             num(r, "ratio_vs_sequential_recovery"),
             num(r, "cpu_us_per_tx"),
+            num(r, "gas_per_s") / 1e6,
         ));
     }
     if let Some(r) = results.first() {
         let stages = &r["baseline_stages_us_per_tx"];
         out.push_str(&format!(
-            "| {} | baseline, parallel recovery (in memory, nothing persisted) | {:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) |\n",
+            "| {} | baseline, parallel recovery (in memory, nothing persisted) | {:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) | |\n",
             text(r, "workload"),
             num(r, "baseline"),
             num(stages, "recover"),
@@ -40,9 +60,39 @@ pub fn table(results: &[Value]) -> String {
             num(stages, "root"),
         ));
         out.push_str(&format!(
-            "| {} | baseline, sequential recovery (in memory, nothing persisted) | {:.0} | | | |\n",
+            "| {} | baseline, sequential recovery (in memory, nothing persisted) | {:.0} | | | | |\n",
             text(r, "workload"),
             num(r, "baseline_sequential_recovery"),
+        ));
+    }
+    out.push_str("\nLatency, submission to receipt (µs), and the node's time per transaction by stage (µs, summed over its threads):\n\n");
+    out.push_str("| pipeline | p50 | p90 | p99 | p99.9 | max | mini-block seal p50 / p99 | recover | execute | diff | WAL | root | stages sum | CPU | diff B/tx | peak RSS MiB |\n");
+    out.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let l = &r["latency_us"];
+        let st = &r["stages_us_per_tx"];
+        let seal = &r["seal_latency_us"];
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+            label(r),
+            l["p50"],
+            l["p90"],
+            l["p99"],
+            l["p999"],
+            l["max"],
+            num(seal, "p50"),
+            num(seal, "p99"),
+            num(st, "recover"),
+            num(st, "execute"),
+            num(st, "diff"),
+            num(st, "wal"),
+            num(st, "root"),
+            num(st, "sum"),
+            num(r, "cpu_us_per_tx"),
+            num(r, "diff_bytes_per_tx"),
+            num(r, "peak_rss_mib"),
         ));
     }
     out
@@ -68,11 +118,204 @@ pub fn header(results: &[Value]) -> String {
     )
 }
 
-/// Writes `results.json` and `summary.md` into `dir` (created if missing).
+/// Writes `results.json`, `summary.md` and the plots (`throughput.svg`, `latency_cdf.svg`,
+/// `stages.svg`) into `dir` (created if missing).
 pub fn write_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
-    std::fs::write(dir.join("summary.md"), format!("{}\n{}", header(results), table(results)))
+    let plots = "\n![throughput](throughput.svg)\n![latency CDF](latency_cdf.svg)\n![time per stage](stages.svg)\n";
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("{}\n{}{plots}", header(results), table(results)),
+    )?;
+    let plot_error = |e: String| std::io::Error::other(format!("plot: {e}"));
+    throughput_plot(&dir.join("throughput.svg"), results).map_err(plot_error)?;
+    latency_plot(&dir.join("latency_cdf.svg"), results).map_err(plot_error)?;
+    stages_plot(&dir.join("stages.svg"), results).map_err(plot_error)
+}
+
+type PlotResult = Result<(), String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Horizontal bars: tx/s of each target and of the two baselines.
+fn throughput_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let mut bars: Vec<(String, f64)> =
+        results.iter().map(|r| (format!("ours, {}", label(r)), num(r, "ours"))).collect();
+    if let Some(r) = results.first() {
+        bars.push(("baseline, parallel recovery".into(), num(r, "baseline")));
+        bars.push(("baseline, sequential recovery".into(), num(r, "baseline_sequential_recovery")));
+    }
+    let max = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
+    let title = format!(
+        "{}: transactions per second",
+        results.first().map_or("?", |r| text(r, "workload"))
+    );
+    let root = SVGBackend::new(path, (900, 120 + 50 * bars.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(260)
+        .build_cartesian_2d(0f64..max, (0..bars.len().max(1) - 1).into_segmented())
+        .map_err(err)?;
+    let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("tx/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let color = if i < results.len() { Palette99::pick(0) } else { Palette99::pick(1) };
+            let mut bar = Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
+                color.mix(0.8).filled(),
+            );
+            bar.set_margin(6, 6, 0, 0);
+            bar
+        }))
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// The latency CDF of each target (latency on a log axis).
+fn latency_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let curves: Vec<(String, Vec<(f64, f64)>)> = results
+        .iter()
+        .map(|r| {
+            let points = r["latency_cdf_us"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[1].as_f64()?.max(1.0), p[0].as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (label(r), points)
+        })
+        .collect();
+    let max = curves.iter().flat_map(|c| c.1.iter().map(|p| p.0)).fold(10.0, f64::max) * 1.5;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Latency, submission to receipt (CDF)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..max).log_scale(), 0f64..1f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency, µs (log)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("share of transactions")
+        .draw()
+        .map_err(err)?;
+    for (i, (name, points)) in curves.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Stacked horizontal bars: µs per transaction in each stage, per target, and the baseline's
+/// stages.
+fn stages_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let mut rows: Vec<(String, Vec<f64>)> = results
+        .iter()
+        .map(|r| {
+            let st = &r["stages_us_per_tx"];
+            (format!("ours, {}", label(r)), STAGES.iter().map(|(k, _)| num(st, k)).collect())
+        })
+        .collect();
+    if let Some(r) = results.first() {
+        let b = &r["baseline_stages_us_per_tx"];
+        rows.push((
+            "baseline (wall time)".into(),
+            vec![num(b, "recover"), num(b, "execute"), 0.0, 0.0, num(b, "root")],
+        ));
+    }
+    let total = |v: &Vec<f64>| v.iter().filter(|x| x.is_finite()).sum::<f64>();
+    let max = rows.iter().map(|r| total(&r.1)).fold(1.0, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (900, 160 + 50 * rows.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Time per transaction by stage (µs, summed over threads)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(260)
+        .build_cartesian_2d(0f64..max, (0..rows.len().max(1) - 1).into_segmented())
+        .map_err(err)?;
+    let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("µs per transaction")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(err)?;
+    for (stage, (_, stage_name)) in STAGES.iter().enumerate() {
+        let color = Palette99::pick(stage).to_rgba();
+        let bars: Vec<Rectangle<(f64, SegmentValue<usize>)>> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, values))| {
+                let start: f64 = values[..stage].iter().filter(|x| x.is_finite()).sum();
+                let width = values[stage];
+                (width.is_finite() && width > 0.0).then(|| {
+                    let mut bar = Rectangle::new(
+                        [
+                            (start, SegmentValue::Exact(i)),
+                            (start + width, SegmentValue::Exact(i + 1)),
+                        ],
+                        color.filled(),
+                    );
+                    bar.set_margin(6, 6, 0, 0);
+                    bar
+                })
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(err)?
+            .label(*stage_name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
 }
 
 /// Reads the results of a report directory.

@@ -90,6 +90,9 @@ pub enum Kind {
     /// Compute-heavy calls: `Benchmark()` of revm's snailtracer (a ray tracer), each trader on
     /// its own copy of the contract (up to [`COMPUTE_COPIES`] copies).
     Compute,
+    /// A mix, interleaved: 40% ETH transfers, 40% ERC-20 transfers, 20% swaps over the 100
+    /// pools of `amm`.
+    Mix,
 }
 
 impl Kind {
@@ -99,9 +102,22 @@ impl Kind {
         if self == Kind::Compute { SpecId::PRAGUE } else { SpecId::OSAKA }
     }
 
+    /// What transaction `k` of this workload does: itself, except in the mix.
+    pub fn of_tx(self, k: usize) -> Kind {
+        if self != Kind::Mix {
+            return self;
+        }
+        // Spread evenly and reproducibly, not in runs.
+        match ((k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % 10 {
+            0..=3 => Kind::Eth,
+            4..=7 => Kind::Erc20,
+            _ => Kind::Amm,
+        }
+    }
+
     fn pools(self) -> usize {
         match self {
-            Kind::Amm => AMM_POOLS,
+            Kind::Amm | Kind::Mix => AMM_POOLS,
             Kind::AmmHot => 1,
             Kind::Eth | Kind::Erc20 | Kind::Compute => 0,
         }
@@ -215,7 +231,7 @@ pub fn genesis(kind: Kind, accounts: &Accounts) -> GenesisAlloc {
         .iter()
         .map(|a| (*a, GenesisAccount { balance: eth, ..Default::default() }))
         .collect();
-    if kind == Kind::Erc20 {
+    if matches!(kind, Kind::Erc20 | Kind::Mix) {
         let (runtime, mut storage) = token_runtime();
         for holder in &accounts.addresses {
             storage.insert(balance_slot(holder), U256::from(TOKEN_BALANCE));
@@ -286,7 +302,7 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
         .map(|k| {
             let from = k % n;
             let to = accounts.addresses[recipient(from, n)];
-            let (target, input, gas, value) = match kind {
+            let (target, input, gas, value) = match kind.of_tx(k) {
                 Kind::Eth => (to, Bytes::new(), 21_000, amount(k, ETH_TRANSFER_MAX)),
                 Kind::Erc20 => (
                     TOKEN,
@@ -301,7 +317,7 @@ pub fn transactions(kind: Kind, accounts: &Accounts, count: usize) -> Vec<Bytes>
                     COMPUTE_GAS,
                     U256::ZERO,
                 ),
-                Kind::Amm | Kind::AmmHot => {
+                Kind::Amm | Kind::AmmHot | Kind::Mix => {
                     // Alternate directions so balances never run out.
                     let call = swapCall {
                         amountIn: U256::from(1_000_000u64),
@@ -423,6 +439,18 @@ mod tests {
                 U256::from(TRADER_BALANCE)
             );
         }
+    }
+
+    #[test]
+    fn the_mix_interleaves_its_kinds_in_their_shares() {
+        let kinds: Vec<Kind> = (0..10_000).map(|k| Kind::Mix.of_tx(k)).collect();
+        let share = |kind| kinds.iter().filter(|k| **k == kind).count() as f64 / 10_000.0;
+        assert!((share(Kind::Eth) - 0.4).abs() < 0.02, "{}", share(Kind::Eth));
+        assert!((share(Kind::Erc20) - 0.4).abs() < 0.02, "{}", share(Kind::Erc20));
+        assert!((share(Kind::Amm) - 0.2).abs() < 0.02, "{}", share(Kind::Amm));
+        // Not in long runs of one kind.
+        assert!(kinds.windows(8).all(|w| w.iter().any(|k| *k != w[0])));
+        assert_eq!(Kind::Erc20.of_tx(3), Kind::Erc20);
     }
 
     #[test]

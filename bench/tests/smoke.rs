@@ -5,7 +5,7 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use bench::{
     baseline,
-    target::{self, RunSettings},
+    target::{self, RunSettings, Target},
     workload::{self, Kind},
 };
 
@@ -54,22 +54,71 @@ fn settings() -> RunSettings {
         batch: 50,
         connections: 2,
         witnesses: true,
+        rate: None,
     }
+}
+
+fn no_progress() -> indicatif::ProgressBar {
+    indicatif::ProgressBar::hidden()
 }
 
 #[test]
 fn every_workload_runs_on_every_target_and_the_baseline() {
-    for kind in [Kind::Eth, Kind::Erc20, Kind::Amm, Kind::AmmHot] {
+    for kind in [Kind::Eth, Kind::Erc20, Kind::Amm, Kind::AmmHot, Kind::Mix] {
         let prepared = workload::prepare(kind, 3, 40, 200);
-        let inprocess = target::inprocess(&prepared, &settings()).unwrap();
-        assert!(inprocess.elapsed > Duration::ZERO);
-        let rpc = target::rpc(&prepared, &settings()).unwrap();
-        assert!(rpc.elapsed > Duration::ZERO);
+        for target in [Target::Inprocess, Target::Rpc, Target::Ws, Target::Realtime] {
+            let r = target::run(&prepared, &settings(), target, &no_progress()).unwrap();
+            assert!(r.elapsed > Duration::ZERO);
+            // Every transaction's receipt was seen, so each has a latency.
+            assert_eq!(r.latency.len(), 200, "{kind:?} {target:?}");
+            assert!(r.latency.min() >= 1);
+            match kind {
+                Kind::Eth => assert_eq!(r.gas, 200 * 21_000),
+                _ => assert!(r.gas > 200 * 21_000, "{kind:?} {target:?}: {}", r.gas),
+            }
+        }
         for parallel in [true, false] {
             let times = baseline::run(&prepared, 64, parallel);
             assert!(times.total >= times.execute);
             assert!(times.execute > Duration::ZERO && times.root > Duration::ZERO);
         }
+    }
+}
+
+#[test]
+fn an_open_loop_run_keeps_to_its_schedule_on_every_target() {
+    // 150 transfers at 1 000 tx/s: the last is due at 149 ms, so no run can end before that;
+    // each transaction's latency counts from when it was due.
+    let prepared = workload::prepare(Kind::Eth, 12, 150, 150);
+    let open = RunSettings { rate: Some(1000.0), batch: 10, ..settings() };
+    for target in [Target::Inprocess, Target::Rpc, Target::Ws, Target::Realtime] {
+        let r = target::run(&prepared, &open, target, &no_progress()).unwrap();
+        assert!(r.elapsed >= Duration::from_millis(149), "{target:?}: {:?}", r.elapsed);
+        assert_eq!(r.latency.len(), 150, "{target:?}");
+    }
+}
+
+#[test]
+fn a_refused_transaction_fails_the_run_on_every_target() {
+    // Transactions signed for another chain: the node refuses each of them.
+    let mut prepared = workload::prepare(Kind::Eth, 13, 10, 10);
+    let wrong_chain: Vec<_> = prepared
+        .txs
+        .iter()
+        .map(|raw| {
+            let mut raw = raw.to_vec();
+            // The chain id is the first field of an EIP-1559 payload: after the type byte and
+            // the list header; 31337 is a two-byte string (0x82 0x7a 0x69).
+            let header = if raw[1] >= 0xf8 { 1 + usize::from(raw[1] - 0xf7) } else { 1 };
+            assert_eq!(raw[1 + header], 0x82, "two-byte chain id");
+            raw[2 + header] ^= 1;
+            alloy_primitives::Bytes::from(raw)
+        })
+        .collect();
+    prepared.txs = std::sync::Arc::new(wrong_chain);
+    for target in [Target::Inprocess, Target::Rpc, Target::Ws, Target::Realtime] {
+        let err = target::run(&prepared, &settings(), target, &no_progress()).unwrap_err();
+        assert!(matches!(err, target::RunError::Refused(_)), "{target:?}: {err}");
     }
 }
 
@@ -142,6 +191,26 @@ fn latency_measures_every_transfer_with_both_methods() {
         assert!(p.p50_us >= 20, "{p:?}");
         assert!(p.p50_us <= p.p90_us && p.p90_us <= p.p99_us && p.p99_us <= p.max_us, "{p:?}");
     }
+}
+
+#[test]
+fn the_mix_runs_each_kind_of_transaction_with_its_event() {
+    let prepared = workload::prepare(Kind::Mix, 10, 30, 90);
+    let kinds: std::collections::HashMap<_, _> = prepared
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(k, raw)| (alloy_primitives::keccak256(raw), Kind::Mix.of_tx(k)))
+        .collect();
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let (node, _dir) = run_all(&prepared, |executed| {
+        let kind = kinds[&executed.tx.hash];
+        assert!(executed.success, "{kind:?} transaction reverted");
+        assert_eq!(executed.logs.len(), usize::from(kind != Kind::Eth), "{kind:?}");
+        seen.lock().unwrap().insert(format!("{kind:?}"));
+    });
+    node.shutdown();
+    assert_eq!(seen.into_inner().unwrap().len(), 3, "ETH, ERC-20 and AMM all ran");
 }
 
 #[test]

@@ -791,8 +791,10 @@ impl Builder {
             metrics::histogram!("sequencer_wal_append_seconds").record(started.elapsed());
         }
         // Encoded against the state before the diff, which is what followers hold.
+        let started = Instant::now();
         let encoded = self.codec.as_mut().map(|codec| codec.encode(&diff, &*self.node.state));
         let wiped = self.node.state.apply(&diff);
+        metrics::histogram!("sequencer_diff_seconds").record(started.elapsed());
         self.block_wiped.extend(wiped);
         self.block_reads.extend(&reads);
         let message = encoded.map(|encoded| match encoded {

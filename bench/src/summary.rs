@@ -1,0 +1,121 @@
+//! One `bench run` result from its runs: medians of the per-run figures, latency percentiles
+//! over every run's transactions, and the ratios to the baselines measured in the same run.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::{
+    baseline, machine, median,
+    target::{RunResult, RunSettings, Target},
+    tps,
+    workload::Kind,
+};
+
+/// What a result is about, besides its runs.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Workload.
+    pub kind: Kind,
+    /// Target measured.
+    pub target: Target,
+    /// Our pipeline's settings.
+    pub settings: &'a RunSettings,
+    /// Funded accounts.
+    pub accounts: usize,
+    /// Transactions per run.
+    pub txs: usize,
+    /// The baseline with recovery on all cores (median run).
+    pub base_par: &'a baseline::StageTimes,
+    /// The baseline with sequential recovery (median run).
+    pub base_seq: &'a baseline::StageTimes,
+    /// The machine.
+    pub machine: &'a machine::Machine,
+    /// The command line.
+    pub command: &'a str,
+}
+
+/// Quantiles at which the latency CDF is sampled for plots.
+const CDF_POINTS: [f64; 16] =
+    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0];
+
+fn med(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    median(&mut v)
+}
+
+/// The result object `--json` prints: at least `workload`, `target`, `ours`, `baseline`,
+/// `unit` and `ratio` (ours / baseline, > 1 is better).
+pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
+    assert!(!runs.is_empty(), "a result needs runs");
+    let txs = cx.txs as f64;
+    let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / txs;
+    let ours = med(runs.iter().map(|r| tps(cx.txs, r.elapsed)));
+    let base_par_tps = tps(cx.txs, cx.base_par.total);
+    let base_seq_tps = tps(cx.txs, cx.base_seq.total);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    for r in runs {
+        latency.add(&r.latency).expect("same bounds");
+    }
+    let q = |quantile: f64| latency.value_at_quantile(quantile);
+    let stages = runs.iter().map(|r| r.stages).collect::<Option<Vec<_>>>().map(|all| {
+        let stage =
+            |f: fn(&crate::target::StageTimes) -> Duration| med(all.iter().map(|s| per_tx(f(s))));
+        let (recover, execute, diff, wal, root) = (
+            stage(|s| s.recover),
+            stage(|s| s.execute),
+            stage(|s| s.diff),
+            stage(|s| s.wal),
+            stage(|s| s.root),
+        );
+        json!({
+            "stages_us_per_tx": {
+                "recover": recover, "execute": execute, "diff": diff, "wal": wal, "root": root,
+                "sum": recover + execute + diff + wal + root,
+            },
+            "mini_blocks_per_run": med(all.iter().map(|s| s.mini_blocks as f64)),
+            "seal_latency_us": {
+                "p50": med(all.iter().map(|s| s.seal_p50_us as f64)),
+                "p99": med(all.iter().map(|s| s.seal_p99_us as f64)),
+            },
+            "diff_bytes_per_tx": med(all.iter().map(|s| s.diff_bytes as f64 / txs)),
+        })
+    });
+    let mut result = json!({
+        "workload": cx.kind,
+        "target": cx.target.name(),
+        "mode": if cx.settings.rate.is_some() { "open" } else { "closed" },
+        "offered_rate": cx.settings.rate,
+        "ours": ours,
+        "baseline": base_par_tps,
+        "baseline_name": "standard pipeline, recovery on all cores",
+        "unit": "tx/s",
+        "ratio": ours / base_par_tps,
+        "ratio_vs_sequential_recovery": ours / base_seq_tps,
+        "baseline_sequential_recovery": base_seq_tps,
+        "gas_per_s": med(runs.iter().map(|r| r.gas as f64 / r.elapsed.as_secs_f64())),
+        "cpu_us_per_tx": med(runs.iter().map(|r| per_tx(r.cpu))),
+        "latency_us": {
+            "count": latency.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
+            "p999": q(0.999), "max": latency.max(),
+        },
+        "latency_cdf_us": CDF_POINTS.iter().map(|&p| json!([p, q(p)])).collect::<Vec<_>>(),
+        "peak_rss_mib": med(runs.iter().map(|r| r.peak_rss_bytes as f64 / (1 << 20) as f64)),
+        "runs": runs.len(),
+        "accounts": cx.accounts,
+        "txs": cx.txs,
+        "settings": cx.settings,
+        "baseline_stages_us_per_tx": {
+            "recover": per_tx(cx.base_par.recover),
+            "execute": per_tx(cx.base_par.execute),
+            "root": per_tx(cx.base_par.root),
+        },
+        "machine": cx.machine,
+        "command": cx.command,
+    });
+    if let (Some(stages), Some(object)) = (stages, result.as_object_mut()) {
+        object.extend(stages.as_object().cloned().unwrap_or_default());
+    }
+    result
+}
