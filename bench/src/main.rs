@@ -161,6 +161,10 @@ enum Command {
         /// Print one JSON object per result.
         #[arg(long)]
         json: bool,
+        /// Also write a report directory: results.json, summary.md and the speed-up against
+        /// threads per workload (scaling.svg).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// One core verifying blocks statelessly from their witnesses (the `prover` crate) against
     /// the sequencer producing them on one core (execution, apply, NOMT commit with witness),
@@ -315,9 +319,11 @@ fn main() -> ExitCode {
             seed,
             min_parallel_gas,
             json,
+            out,
         } => {
             let sizes = (accounts, txs, block_txs, runs.max(1));
-            match parallel(&threads, &workloads, sizes, seed, min_parallel_gas, json) {
+            let outputs = (json, out.as_deref());
+            match parallel(&threads, &workloads, sizes, seed, min_parallel_gas, outputs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -607,9 +613,10 @@ fn parallel(
     (accounts, txs, block_txs, runs): (usize, usize, usize, usize),
     seed: u64,
     min_parallel_gas: u64,
-    json: bool,
+    (json, out): (bool, Option<&std::path::Path>),
 ) -> Result<(), String> {
     let (machine, command) = machine_and_command(json);
+    let mut results = Vec::new();
     if !json {
         println!(
             "{txs} transactions in blocks of {block_txs}, {accounts} accounts; median of {runs} runs; min_parallel_gas {min_parallel_gas}"
@@ -641,21 +648,21 @@ fn parallel(
                 min_parallel_gas,
             )?;
             let tps = |s: f64| r.txs as f64 / s;
+            let result = serde_json::json!({
+                "workload": r.workload,
+                "target": format!("parallel, {} threads", r.threads),
+                "threads": r.threads,
+                "ours": tps(r.parallel_s),
+                "baseline": tps(r.sequential_s),
+                "baseline_name": "sequential revm over memstate",
+                "unit": "tx/s",
+                "ratio": r.ratio,
+                "result": r,
+                "machine": machine,
+                "command": command,
+            });
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "workload": r.workload,
-                        "ours": tps(r.parallel_s),
-                        "baseline": tps(r.sequential_s),
-                        "baseline_name": "sequential revm over memstate",
-                        "unit": "tx/s",
-                        "ratio": r.ratio,
-                        "result": r,
-                        "machine": machine,
-                        "command": command,
-                    })
-                );
+                println!("{result}");
             } else {
                 println!(
                     "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} / {:.2} | {:.2} | {} / {} |",
@@ -671,6 +678,13 @@ fn parallel(
                     r.sequential_blocks
                 );
             }
+            results.push(result);
+        }
+    }
+    if let Some(dir) = out {
+        report::write_scaling_dir(dir, &results).map_err(|e| e.to_string())?;
+        if !json {
+            println!("report: {}", dir.display());
         }
     }
     Ok(())

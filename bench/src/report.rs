@@ -134,7 +134,105 @@ pub fn write_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
     stages_plot(&dir.join("stages.svg"), results).map_err(plot_error)
 }
 
+/// Writes the results of `bench parallel` (one per workload and thread count): `results.json`,
+/// `summary.md`, and `scaling.svg` (speed-up over sequential revm against threads).
+pub fn write_scaling_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    let mut md = String::new();
+    if let Some(r) = results.first() {
+        md.push_str(&format!(
+            "machine: {} ({} CPUs, {} NUMA node(s)), rev {}\ncommand: {}\n\n",
+            text(&r["machine"], "cpu"),
+            r["machine"]["cpus"],
+            r["machine"]["numa_nodes"],
+            text(&r["machine"], "revision"),
+            text(r, "command"),
+        ));
+    }
+    md.push_str("| workload | threads | sequential tx/s | parallel tx/s | speed-up |\n|---|---:|---:|---:|---:|\n");
+    for r in results {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x |\n",
+            text(r, "workload"),
+            r["threads"],
+            num(r, "baseline"),
+            num(r, "ours"),
+            num(r, "ratio"),
+        ));
+    }
+    md.push_str("\n![speed-up against threads](scaling.svg)\n");
+    std::fs::write(dir.join("summary.md"), md)?;
+    scaling_plot(&dir.join("scaling.svg"), results)
+        .map_err(|e| std::io::Error::other(format!("plot: {e}")))
+}
+
 type PlotResult = Result<(), String>;
+
+/// Speed-up against threads, one line per workload, with the break-even line.
+fn scaling_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let mut workloads: Vec<String> = Vec::new();
+    for r in results {
+        let w = text(r, "workload").to_string();
+        if !workloads.contains(&w) {
+            workloads.push(w);
+        }
+    }
+    let max_threads = results.iter().filter_map(|r| r["threads"].as_f64()).fold(2.0, f64::max);
+    let max_ratio =
+        results.iter().map(|r| num(r, "ratio")).filter(|v| v.is_finite()).fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Parallel executor: speed-up over sequential revm", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1f64..max_threads, 0f64..(max_ratio * 1.15).max(max_threads))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("threads")
+        .x_labels(max_threads as usize)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("speed-up (sequential time / parallel time)")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new([(1.0, 1.0), (max_threads, 1.0)], BLACK.mix(0.5)))
+        .map_err(err)?
+        .label("break-even")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    chart
+        .draw_series(LineSeries::new([(1.0, 1.0), (max_threads, max_threads)], BLACK.mix(0.2)))
+        .map_err(err)?
+        .label("linear")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.2)));
+    for (i, workload) in workloads.iter().enumerate() {
+        let mut points: Vec<(f64, f64)> = results
+            .iter()
+            .filter(|r| text(r, "workload") == workload)
+            .filter_map(|r| Some((r["threads"].as_f64()?, num(r, "ratio"))))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(workload.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -325,25 +423,43 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Value>, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Two reports side by side, matched by workload and target.
+/// Two reports side by side, matched by workload, target and offered load. Results only one
+/// report has are listed with a dash for the other.
 pub fn compare(a: &[Value], b: &[Value]) -> String {
     let mut out = String::from(
-        "| workload | target | A tx/s | B tx/s | B / A | A vs its baseline | B vs its baseline |\n|---|---|---:|---:|---:|---:|---:|\n",
+        "| workload | target | A tx/s | B tx/s | B / A | A vs its baseline | B vs its baseline | A p50 / p99 µs | B p50 / p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for ra in a {
-        let found =
-            b.iter().find(|rb| rb["workload"] == ra["workload"] && rb["target"] == ra["target"]);
-        let (b_tps, b_ratio) =
-            found.map_or((f64::NAN, f64::NAN), |rb| (num(rb, "ours"), num(rb, "ratio")));
+    let same = |x: &Value, y: &Value| {
+        x["workload"] == y["workload"]
+            && x["target"] == y["target"]
+            && x["offered_rate"] == y["offered_rate"]
+    };
+    let cell = |r: Option<&Value>, f: &dyn Fn(&Value) -> String| r.map_or("–".to_string(), f);
+    let latency =
+        |r: &Value| match (r["latency_us"]["p50"].as_u64(), r["latency_us"]["p99"].as_u64()) {
+            (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
+            _ => "–".to_string(),
+        };
+    let rows = a
+        .iter()
+        .map(|ra| (Some(ra), b.iter().find(|rb| same(ra, rb))))
+        .chain(b.iter().filter(|rb| !a.iter().any(|ra| same(ra, rb))).map(|rb| (None, Some(rb))));
+    for (ra, rb) in rows {
+        let any = ra.or(rb).expect("one side");
+        let ratio = match (ra, rb) {
+            (Some(ra), Some(rb)) => format!("{:.2}x", num(rb, "ours") / num(ra, "ours")),
+            _ => "–".to_string(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.2}x |\n",
-            text(ra, "workload"),
-            text(ra, "target"),
-            num(ra, "ours"),
-            b_tps,
-            b_tps / num(ra, "ours"),
-            num(ra, "ratio"),
-            b_ratio,
+            "| {} | {} | {} | {} | {ratio} | {} | {} | {} | {} |\n",
+            text(any, "workload"),
+            label(any),
+            cell(ra, &|r| format!("{:.0}", num(r, "ours"))),
+            cell(rb, &|r| format!("{:.0}", num(r, "ours"))),
+            cell(ra, &|r| format!("{:.2}x", num(r, "ratio"))),
+            cell(rb, &|r| format!("{:.2}x", num(r, "ratio"))),
+            cell(ra, &latency),
+            cell(rb, &latency),
         ));
     }
     out
@@ -374,12 +490,39 @@ mod tests {
             ),
             "{summary}"
         );
-        let b = vec![result("inprocess", 150.0, 200.0)];
+        let mut b = vec![result("inprocess", 150.0, 200.0), result("ws", 90.0, 200.0)];
+        b[0]["latency_us"] = serde_json::json!({"p50": 700, "p99": 9000});
         let side = compare(&a, &b);
         assert!(
-            side.contains("| erc20 | inprocess | 100 | 150 | 1.50x | 0.50x | 0.75x |"),
+            side.contains(
+                "| erc20 | inprocess | 100 | 150 | 1.50x | 0.50x | 0.75x | – | 700 / 9000 |"
+            ),
             "{side}"
         );
+        // Only in B: listed, with nothing to compare it with.
+        assert!(side.contains("| erc20 | ws | – | 90 | – | – | 0.45x | – | – |"), "{side}");
         assert!(read_dir(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_scaling_report_plots_each_workload_against_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let results: Vec<Value> =
+            [("erc20", 1, 1.0), ("erc20", 2, 0.8), ("compute", 1, 1.0), ("compute", 2, 1.9)]
+                .iter()
+                .map(|(w, t, ratio)| {
+                    serde_json::json!({"workload": w, "threads": t, "ours": 100.0 * ratio,
+                    "baseline": 100.0, "ratio": ratio, "command": "bench parallel",
+                    "machine": {"cpu": "x", "cpus": 2, "numa_nodes": 1, "revision": "r"}})
+                })
+                .collect();
+        write_scaling_dir(dir.path(), &results).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("| compute | 2 | 100 | 190 | 1.90x |"), "{md}");
+        let svg = std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap();
+        for legend in ["compute", "erc20", "break-even", "linear"] {
+            assert!(svg.contains(&format!("\n{legend}\n</text>")), "{legend} in the legend");
+        }
+        assert_eq!(read_dir(dir.path()).unwrap(), results);
     }
 }
