@@ -18,6 +18,7 @@ pub mod statesync;
 pub mod statetest;
 pub mod summary;
 pub mod target;
+pub mod threads;
 pub mod workload;
 
 use std::time::Duration;

@@ -286,6 +286,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Named, so that `bench run` can tell sender recovery's CPU time from the node's threads.
+    let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rayon-{i}")).build_global();
     match cli.command {
         Command::Prover { workloads, accounts, txs, block_txs, seed, json } => {
             match prover_bench(&workloads, accounts, txs, block_txs.max(1), seed, json) {

@@ -38,13 +38,18 @@ pub fn table(results: &[Value]) -> String {
     out.push_str("| workload | pipeline | tx/s | vs baseline (parallel recovery) | vs baseline (sequential recovery) | CPU µs/tx | Mgas/s |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     for r in results {
+        // Open loop: the rate was chosen, so a ratio to the baselines' maximum says nothing.
+        let ratio = |key: &str| match r["mode"].as_str() {
+            Some("open") => "–".to_string(),
+            _ => format!("{:.2}x", num(r, key)),
+        };
         out.push_str(&format!(
-            "| {} | ours, {} (WAL fsync + NOMT, persisted) | {:.0} | {:.2}x | {:.2}x | {:.1} | {:.1} |\n",
+            "| {} | ours, {} (WAL fsync + NOMT, persisted) | {:.0} | {} | {} | {:.1} | {:.1} |\n",
             text(r, "workload"),
             label(r),
             num(r, "ours"),
-            num(r, "ratio"),
-            num(r, "ratio_vs_sequential_recovery"),
+            ratio("ratio"),
+            ratio("ratio_vs_sequential_recovery"),
             num(r, "cpu_us_per_tx"),
             num(r, "gas_per_s") / 1e6,
         ));
@@ -95,7 +100,43 @@ pub fn table(results: &[Value]) -> String {
             num(r, "peak_rss_mib"),
         ));
     }
+    out.push_str(
+        "\nCPU per transaction by thread group (µs; these add up to the process's CPU time):\n\n",
+    );
+    let groups = thread_groups(results);
+    out.push_str(&format!("| pipeline | {} | all |\n", groups.join(" | ")));
+    out.push_str(&format!("|---|{}---:|\n", "---:|".repeat(groups.len())));
+    for r in results {
+        let by = &r["cpu_us_per_tx_by_thread"];
+        let cells: Vec<String> = groups
+            .iter()
+            .map(|g| by[g.as_str()].as_f64().map_or("–".to_string(), |v| format!("{v:.1}")))
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {:.1} |\n",
+            label(r),
+            cells.join(" | "),
+            num(r, "cpu_us_per_tx")
+        ));
+    }
     out
+}
+
+/// The thread groups of these results, the costliest (in the first result) first.
+fn thread_groups(results: &[Value]) -> Vec<String> {
+    let mut groups: Vec<(String, f64)> = Vec::new();
+    for r in results {
+        if let Some(by) = r["cpu_us_per_tx_by_thread"].as_object() {
+            for (g, v) in by {
+                match groups.iter_mut().find(|(name, _)| name == g) {
+                    Some(entry) => entry.1 = entry.1.max(v.as_f64().unwrap_or(0.0)),
+                    None => groups.push((g.clone(), v.as_f64().unwrap_or(0.0))),
+                }
+            }
+        }
+    }
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups.into_iter().map(|(g, _)| g).collect()
 }
 
 /// The machine and command lines that head a report.
@@ -119,11 +160,11 @@ pub fn header(results: &[Value]) -> String {
 }
 
 /// Writes `results.json`, `summary.md` and the plots (`throughput.svg`, `latency_cdf.svg`,
-/// `stages.svg`) into `dir` (created if missing).
+/// `stages.svg`, `cpu.svg`) into `dir` (created if missing).
 pub fn write_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
-    let plots = "\n![throughput](throughput.svg)\n![latency CDF](latency_cdf.svg)\n![time per stage](stages.svg)\n";
+    let plots = "\n![throughput](throughput.svg)\n![latency CDF](latency_cdf.svg)\n![time per stage](stages.svg)\n![CPU by thread](cpu.svg)\n";
     std::fs::write(
         dir.join("summary.md"),
         format!("{}\n{}{plots}", header(results), table(results)),
@@ -131,7 +172,8 @@ pub fn write_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
     let plot_error = |e: String| std::io::Error::other(format!("plot: {e}"));
     throughput_plot(&dir.join("throughput.svg"), results).map_err(plot_error)?;
     latency_plot(&dir.join("latency_cdf.svg"), results).map_err(plot_error)?;
-    stages_plot(&dir.join("stages.svg"), results).map_err(plot_error)
+    stages_plot(&dir.join("stages.svg"), results).map_err(plot_error)?;
+    cpu_plot(&dir.join("cpu.svg"), results).map_err(plot_error)
 }
 
 /// Writes the results of `bench parallel` (one per workload and thread count): `results.json`,
@@ -356,12 +398,43 @@ fn stages_plot(path: &Path, results: &[Value]) -> PlotResult {
             vec![num(b, "recover"), num(b, "execute"), 0.0, 0.0, num(b, "root")],
         ));
     }
+    let legend: Vec<String> = STAGES.iter().map(|(_, name)| name.to_string()).collect();
+    stacked_plot(
+        path,
+        "Time per transaction by stage (µs of wall time, summed over threads)",
+        &rows,
+        &legend,
+    )
+}
+
+/// Stacked horizontal bars: CPU µs per transaction by thread group, per target.
+fn cpu_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let groups = thread_groups(results);
+    let rows: Vec<(String, Vec<f64>)> = results
+        .iter()
+        .map(|r| {
+            let by = &r["cpu_us_per_tx_by_thread"];
+            (format!("ours, {}", label(r)), groups.iter().map(|g| num(by, g)).collect())
+        })
+        .collect();
+    stacked_plot(path, "CPU per transaction by thread group (µs)", &rows, &groups)
+}
+
+/// Rows of stacked segments, one colour per segment kind, with a legend.
+fn stacked_plot(
+    path: &Path,
+    title: &str,
+    rows: &[(String, Vec<f64>)],
+    legend: &[String],
+) -> PlotResult {
     let total = |v: &Vec<f64>| v.iter().filter(|x| x.is_finite()).sum::<f64>();
     let max = rows.iter().map(|r| total(&r.1)).fold(1.0, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (900, 160 + 50 * rows.len() as u32)).into_drawing_area();
+    let root =
+        SVGBackend::new(path, (900, 200 + 50 * rows.len() as u32 + 20 * legend.len() as u32))
+            .into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Time per transaction by stage (µs, summed over threads)", ("sans-serif", 20))
+        .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(260)
@@ -379,14 +452,14 @@ fn stages_plot(path: &Path, results: &[Value]) -> PlotResult {
         })
         .draw()
         .map_err(err)?;
-    for (stage, (_, stage_name)) in STAGES.iter().enumerate() {
-        let color = Palette99::pick(stage).to_rgba();
+    for (segment, name) in legend.iter().enumerate() {
+        let color = Palette99::pick(segment).to_rgba();
         let bars: Vec<Rectangle<(f64, SegmentValue<usize>)>> = rows
             .iter()
             .enumerate()
             .filter_map(|(i, (_, values))| {
-                let start: f64 = values[..stage].iter().filter(|x| x.is_finite()).sum();
-                let width = values[stage];
+                let start: f64 = values[..segment].iter().filter(|x| x.is_finite()).sum();
+                let width = values.get(segment).copied().unwrap_or(f64::NAN);
                 (width.is_finite() && width > 0.0).then(|| {
                     let mut bar = Rectangle::new(
                         [
@@ -403,7 +476,7 @@ fn stages_plot(path: &Path, results: &[Value]) -> PlotResult {
         chart
             .draw_series(bars)
             .map_err(err)?
-            .label(*stage_name)
+            .label(name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
     }
     chart

@@ -169,7 +169,8 @@ mod tests {
         let x = stages.histogram("x_seconds");
         assert_eq!(x.count, 2);
         assert!((x.sum - 0.004).abs() < 1e-12);
-        assert_eq!(x.max, 3000);
+        // hdrhistogram keeps 3 significant digits.
+        assert!((2997..=3003).contains(&x.max), "{}", x.max);
         assert_eq!(stages.counter("n_total"), 5);
         assert_eq!(stages.histogram("missing").count, 0);
         stages.reset();

@@ -82,6 +82,24 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
             "diff_bytes_per_tx": med(all.iter().map(|s| s.diff_bytes as f64 / txs)),
         })
     });
+    // Per group, the median over runs (a group absent from a run counts as zero there).
+    let mut groups: Vec<String> = Vec::new();
+    for r in runs {
+        for (g, _) in &r.cpu_by_thread {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+    }
+    let by_thread: serde_json::Map<String, Value> = groups
+        .into_iter()
+        .map(|g| {
+            let us = med(runs.iter().map(|r| {
+                r.cpu_by_thread.iter().find(|(name, _)| *name == g).map_or(0.0, |(_, d)| per_tx(*d))
+            }));
+            (g, json!(us))
+        })
+        .collect();
     let mut result = json!({
         "workload": cx.kind,
         "target": cx.target.name(),
@@ -96,6 +114,7 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
         "baseline_sequential_recovery": base_seq_tps,
         "gas_per_s": med(runs.iter().map(|r| r.gas as f64 / r.elapsed.as_secs_f64())),
         "cpu_us_per_tx": med(runs.iter().map(|r| per_tx(r.cpu))),
+        "cpu_us_per_tx_by_thread": by_thread,
         "latency_us": {
             "count": latency.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
             "p999": q(0.999), "max": latency.max(),

@@ -39,7 +39,8 @@ pub enum Target {
     /// JSON-RPC over WebSocket: batches of `eth_sendRawTransaction`.
     Ws,
     /// `realtime_sendRawTransaction` over HTTP, one transaction per call, each answered with
-    /// its receipt; `--connections` calls in flight (closed loop).
+    /// its receipt; at most `--connections` calls in flight (open loop: a call due while all
+    /// are busy waits, and the wait counts in its latency).
     Realtime,
 }
 
@@ -135,6 +136,8 @@ pub struct RunResult {
     pub stages: Option<StageTimes>,
     /// Peak resident memory of this process during the run (the prepared workload included).
     pub peak_rss_bytes: u64,
+    /// CPU time by what the threads do (`threads::group`), largest first.
+    pub cpu_by_thread: Vec<(String, Duration)>,
 }
 
 /// A benchmark failure.
@@ -553,6 +556,7 @@ pub fn run(
         stages.reset();
     }
     reset_peak_rss();
+    let threads_before = crate::threads::snapshot();
     let cpu = cpu_time();
     let started = Instant::now();
 
@@ -563,6 +567,7 @@ pub fn run(
     let finished = submitted.and_then(|()| wait_done(&node, &hashes, &failed));
     let elapsed = started.elapsed();
     let cpu = cpu_time() - cpu;
+    let cpu_by_thread = crate::threads::by_group(&threads_before, &crate::threads::snapshot());
     let peak_rss_bytes = peak_rss();
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
@@ -571,7 +576,15 @@ pub fn run(
     served.stop();
     finished?;
     failed.check()?;
-    Ok(RunResult { elapsed, cpu, gas, latency: clock.latency(), stages, peak_rss_bytes })
+    Ok(RunResult {
+        elapsed,
+        cpu,
+        gas,
+        latency: clock.latency(),
+        stages,
+        peak_rss_bytes,
+        cpu_by_thread,
+    })
 }
 
 fn submit_library(
@@ -703,16 +716,21 @@ fn submit_rpc(
             }
         }
         (Target::Realtime, Some(rate)) => {
+            // A client with `connections` connections, as a load generator has (wrk2): a call
+            // that finds them all busy waits its turn, and that wait counts in its latency.
+            let permits = Arc::new(tokio::sync::Semaphore::new(settings.connections.max(1)));
             schedule(clock, n, rate, batch, |range| {
                 for i in range {
-                    let (client, url, clock, txs, failed_) = (
+                    let (client, url, clock, txs, failed_, permits) = (
                         client.clone(),
                         http_url.clone(),
                         clock.clone(),
                         p.txs.clone(),
                         failed.clone(),
+                        permits.clone(),
                     );
                     tasks.push(tokio::spawn(async move {
+                        let _permit = permits.acquire_owned().await.map_err(io)?;
                         let sent = realtime(&client, &url, &txs[i]).await;
                         clock.receipt[i].store(clock.now(), Ordering::Relaxed);
                         sent.inspect_err(|e| failed_.set(io(e)))

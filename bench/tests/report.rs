@@ -70,7 +70,7 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
 
     let dir = tempfile::tempdir().unwrap();
     report::write_dir(dir.path(), std::slice::from_ref(&result)).unwrap();
-    for plot in ["throughput.svg", "latency_cdf.svg", "stages.svg"] {
+    for plot in ["throughput.svg", "latency_cdf.svg", "stages.svg", "cpu.svg"] {
         let svg = std::fs::read_to_string(dir.path().join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{plot}");
         assert!(svg.contains("<rect") || svg.contains("<polyline"), "{plot} draws something");
