@@ -55,6 +55,9 @@ enum Command {
         /// loop, as fast as the node takes them.
         #[arg(long)]
         rate: Option<f64>,
+        /// `blocks.mini_block_gather` of our pipeline (default: the sequencer's).
+        #[arg(long, value_parser = sequencer::config::duration_str::parse)]
+        mini_block_gather: Option<Duration>,
         /// EVM block interval of our pipeline (the sequencer's default). The run ends when the
         /// block holding the last transaction is sealed, so a run waits up to one interval more.
         #[arg(long, default_value = "1s", value_parser = sequencer::config::duration_str::parse)]
@@ -435,14 +438,17 @@ fn main() -> ExitCode {
             out,
             no_witnesses,
             rate,
+            mini_block_gather,
         } => {
             if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 eprintln!("error: --rate must be a positive number of transactions per second");
                 return ExitCode::from(2);
             }
+            let defaults = sequencer::Config::default().blocks;
             let settings = RunSettings {
                 block_time,
-                mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
+                mini_block_time: defaults.mini_block_interval,
+                mini_block_gather: mini_block_gather.unwrap_or(defaults.mini_block_gather),
                 batch,
                 connections,
                 witnesses: !no_witnesses,
@@ -484,6 +490,7 @@ fn latency(
     let settings = RunSettings {
         block_time,
         mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
+        mini_block_gather: sequencer::Config::default().blocks.mini_block_gather,
         batch: 1,
         connections: 1,
         witnesses: true,

@@ -63,6 +63,9 @@ pub struct RunSettings {
     pub block_time: Duration,
     /// Longest mini-block.
     pub mini_block_time: Duration,
+    /// `blocks.mini_block_gather`: shortest gap from a mini-block's seal to the next one's
+    /// start under a trickle.
+    pub mini_block_gather: Duration,
     /// Transactions per submission batch (in-process) or per JSON-RPC batch.
     pub batch: usize,
     /// Concurrent JSON-RPC connections (closed loop: clients).
@@ -207,6 +210,7 @@ fn start_node(
     config.chain.hardfork = <&str>::from(p.kind.spec()).to_ascii_lowercase();
     config.blocks.evm_block_interval = settings.block_time;
     config.blocks.mini_block_interval = settings.mini_block_time;
+    config.blocks.mini_block_gather = settings.mini_block_gather;
     config.feed.witnesses = settings.witnesses;
     config.pool.capacity = p.txs.len() + 1;
     config.pool.max_nonce_gap = (p.txs.len() / p.addresses.len().max(1)) as u64 + 1;

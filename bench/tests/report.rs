@@ -27,6 +27,7 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
     let settings = RunSettings {
         block_time: Duration::from_millis(100),
         mini_block_time: Duration::from_millis(10),
+        mini_block_gather: Duration::ZERO,
         batch: 20,
         connections: 2,
         witnesses: true,

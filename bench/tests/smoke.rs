@@ -51,6 +51,7 @@ fn settings() -> RunSettings {
     RunSettings {
         block_time: Duration::from_millis(100),
         mini_block_time: Duration::from_millis(10),
+        mini_block_gather: Duration::ZERO,
         batch: 50,
         connections: 2,
         witnesses: true,

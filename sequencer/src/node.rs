@@ -576,6 +576,8 @@ struct Builder {
     committer: Option<Committer>,
     env: BlockEnvParams,
     block_started: Instant,
+    /// When the newest mini-block was sealed.
+    last_sealed: Instant,
     block_txs: Vec<Arc<ExecutedTx>>,
     block_diffs: Vec<Arc<StateDiff>>,
     block_wiped: Vec<(Address, U256)>,
@@ -645,6 +647,7 @@ impl Builder {
             committer: Some(committer),
             env,
             block_started: Instant::now(),
+            last_sealed: Instant::now(),
             block_txs: Vec::new(),
             block_diffs: Vec::new(),
             block_wiped: Vec::new(),
@@ -986,6 +989,17 @@ impl Builder {
                 *pending = false;
                 continue;
             }
+            // Under a trickle, let a few arrive before starting: each mini-block pays an
+            // fsync, a diff and an envelope, whatever it holds.
+            let gather_until = self.last_sealed + blocks.mini_block_gather;
+            if selected.len() < blocks.max_mini_block_txs
+                && Instant::now() < gather_until
+                && gather_until < block_deadline
+            {
+                // Shorter than the mini-block interval, so a stop is not held up.
+                std::thread::sleep(gather_until.saturating_duration_since(Instant::now()));
+                continue;
+            }
             // Seal as soon as the batch is done; under load a batch stops at the interval.
             let started = Instant::now();
             let outcome = self.execute(selected, Some(started + blocks.mini_block_interval));
@@ -993,6 +1007,7 @@ impl Builder {
             if !self.finish_mini_block(outcome, now_ms(), true) {
                 break;
             }
+            self.last_sealed = Instant::now();
             metrics::histogram!("sequencer_mini_block_seal_seconds").record(started.elapsed());
         }
         node.stopping.store(true, Ordering::Release);
@@ -1047,6 +1062,37 @@ mod tests {
                 input: Bytes::new(),
             },
         )
+    }
+
+    #[test]
+    fn under_a_trickle_a_mini_block_gathers_what_arrives_within_the_gather_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.datadir = Some(dir.path().to_path_buf());
+        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        config.blocks.mini_block_interval = Duration::from_millis(500);
+        config.blocks.mini_block_gather = Duration::from_millis(200);
+        let node = Node::start(config, true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let first = node.submit_raw(transfer(0)).unwrap();
+        let first = runtime.block_on(node.wait_for_receipt(first, Duration::from_secs(10)));
+        // Right after that seal, five arrive one by one, well within the gather time.
+        let hashes: Vec<B256> = (1..6)
+            .map(|nonce| {
+                std::thread::sleep(Duration::from_millis(2));
+                node.submit_raw(transfer(nonce)).unwrap()
+            })
+            .collect();
+        let minis: std::collections::BTreeSet<u64> = hashes
+            .iter()
+            .map(|h| {
+                let tx = runtime.block_on(node.wait_for_receipt(*h, Duration::from_secs(10)));
+                tx.expect("executed").mini_block
+            })
+            .collect();
+        assert_eq!(minis.len(), 1, "one mini-block, not five: {minis:?}");
+        assert!(minis.first() > Some(&first.expect("executed").mini_block));
+        node.shutdown();
     }
 
     #[test]
