@@ -58,6 +58,12 @@ enum Command {
         /// `blocks.mini_block_gather` of our pipeline (default: the sequencer's).
         #[arg(long, value_parser = sequencer::config::duration_str::parse)]
         mini_block_gather: Option<Duration>,
+        /// Also measure on fewer cores: for each N, every thread of the run (the baselines'
+        /// and our pipeline's alike) may only use the first N CPUs this process may use. One
+        /// result per target and N; with two or more, the report plots throughput against
+        /// CPUs. Default: all of them.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
         /// EVM block interval of our pipeline (the sequencer's default). The run ends when the
         /// block holding the last transaction is sealed, so a run waits up to one interval more.
         #[arg(long, default_value = "1s", value_parser = sequencer::config::duration_str::parse)]
@@ -439,6 +445,7 @@ fn main() -> ExitCode {
             no_witnesses,
             rate,
             mini_block_gather,
+            cpus,
         } => {
             if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 eprintln!("error: --rate must be a positive number of transactions per second");
@@ -461,7 +468,7 @@ fn main() -> ExitCode {
                 block_txs,
                 runs.max(1),
                 seed,
-                &targets,
+                (&targets, &cpus),
                 &settings,
                 json,
                 out.as_deref(),
@@ -530,11 +537,18 @@ fn run(
     block_txs: usize,
     runs: usize,
     seed: u64,
-    targets: &[Target],
+    (targets, cpu_counts): (&[Target], &[usize]),
     settings: &RunSettings,
     json: bool,
     out: Option<&std::path::Path>,
 ) -> Result<(), target::RunError> {
+    let allowed = numa::current_affinity();
+    if let Some(&n) = cpu_counts.iter().find(|&&n| n == 0 || n > allowed.len()) {
+        return Err(target::RunError::Io(format!(
+            "--cpus {n}: this process may use 1 to {} CPUs",
+            allowed.len()
+        )));
+    }
     let machine = machine::describe();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let started = Instant::now();
@@ -563,10 +577,60 @@ fn run(
         );
     }
 
-    let spinner = progress::spinner(json, "baselines".to_string());
+    let counts: Vec<Option<usize>> = match cpu_counts {
+        [] => vec![None],
+        counts => counts.iter().map(|&n| Some(n)).collect(),
+    };
+    let io = |e: std::io::Error| target::RunError::Io(e.to_string());
+    let mut results = Vec::new();
+    for count in counts {
+        let cpus = count.unwrap_or(allowed.len());
+        if count.is_some() {
+            numa::restrict_process(&allowed[..cpus]).map_err(io)?;
+        }
+        let measured = measure_on(
+            &prepared,
+            (kind, accounts, txs, block_txs, runs),
+            targets,
+            settings,
+            json,
+            (&machine, &command),
+            (cpus, count.is_some()),
+        );
+        if count.is_some() {
+            numa::restrict_process(&allowed).map_err(io)?;
+        }
+        results.extend(measured?);
+    }
+    if !json {
+        println!();
+        print!("{}", report::table(&results));
+    }
+    if let Some(dir) = out {
+        report::write_dir(dir, &results).map_err(io)?;
+        if !json {
+            println!("report: {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The baselines and every target, on the CPUs this process may use now.
+fn measure_on(
+    prepared: &workload::Prepared,
+    (kind, accounts, txs, block_txs, runs): (Kind, usize, usize, usize, usize),
+    targets: &[Target],
+    settings: &RunSettings,
+    json: bool,
+    (machine, command): (&machine::Machine, &str),
+    cpus: (usize, bool),
+) -> Result<Vec<serde_json::Value>, target::RunError> {
+    // What the kernel lets this thread use now, to check the restriction took.
+    let allowed_now = numa::current_affinity().len();
+    let spinner = progress::spinner(json, format!("baselines on {} CPUs", cpus.0));
     let measure_baseline = |parallel: bool| {
         let mut all: Vec<baseline::StageTimes> =
-            (0..runs).map(|_| baseline::run(&prepared, block_txs, parallel)).collect();
+            (0..runs).map(|_| baseline::run(prepared, block_txs, parallel)).collect();
         all.sort_by_key(|t| t.total);
         all[all.len() / 2]
     };
@@ -580,7 +644,7 @@ fn run(
         for i in 0..runs {
             let bar =
                 progress::bar(json, txs as u64, format!("{} run {}/{runs}", target.name(), i + 1));
-            let result = target::run(&prepared, settings, target, &bar);
+            let result = target::run(prepared, settings, target, &bar);
             bar.finish_and_clear();
             all.push(result?);
         }
@@ -594,26 +658,19 @@ fn run(
                 txs,
                 base_par: &base_par,
                 base_seq: &base_seq,
-                machine: &machine,
-                command: &command,
+                machine,
+                command,
+                cpus,
             },
         );
+        let mut result = result;
+        result["cpus_allowed"] = serde_json::json!(allowed_now);
         if json {
             println!("{result}");
         }
         results.push(result);
     }
-    if !json {
-        println!();
-        print!("{}", report::table(&results));
-    }
-    if let Some(dir) = out {
-        report::write_dir(dir, &results).map_err(|e| target::RunError::Io(e.to_string()))?;
-        if !json {
-            println!("report: {}", dir.display());
-        }
-    }
-    Ok(())
+    Ok(results)
 }
 
 fn parallel(

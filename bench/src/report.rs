@@ -16,10 +16,33 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// How a result's load was offered, for tables and legends.
 fn label(r: &Value) -> String {
-    match r["offered_rate"].as_f64() {
+    let mut label = match r["offered_rate"].as_f64() {
         Some(rate) => format!("{}, open loop at {rate:.0} tx/s", text(r, "target")),
         None => text(r, "target").to_string(),
+    };
+    label.push_str(&cpus_suffix(r));
+    label
+}
+
+/// `", N CPUs"` for a run restricted to fewer CPUs (`--cpus`), else nothing.
+fn cpus_suffix(r: &Value) -> String {
+    match (r["cpus_restricted"].as_bool(), r["cpus"].as_u64()) {
+        (Some(true), Some(n)) => format!(", {n} CPU{}", if n == 1 { "" } else { "s" }),
+        _ => String::new(),
     }
+}
+
+/// One result per distinct CPU count: whose baselines to show.
+fn per_cpu_count(results: &[Value]) -> Vec<&Value> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for r in results {
+        if !seen.contains(&r["cpus"]) {
+            seen.push(r["cpus"].clone());
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// The stage names of a result's breakdown, in pipeline order.
@@ -54,19 +77,21 @@ pub fn table(results: &[Value]) -> String {
             num(r, "gas_per_s") / 1e6,
         ));
     }
-    if let Some(r) = results.first() {
+    for r in per_cpu_count(results) {
         let stages = &r["baseline_stages_us_per_tx"];
         out.push_str(&format!(
-            "| {} | baseline, parallel recovery (in memory, nothing persisted) | {:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) | |\n",
+            "| {} | baseline, parallel recovery (in memory, nothing persisted){} | {:.0} | | | recover {:.1} + execute {:.1} + MPT root {:.1} µs/tx (wall) | |\n",
             text(r, "workload"),
+            cpus_suffix(r),
             num(r, "baseline"),
             num(stages, "recover"),
             num(stages, "execute"),
             num(stages, "root"),
         ));
         out.push_str(&format!(
-            "| {} | baseline, sequential recovery (in memory, nothing persisted) | {:.0} | | | | |\n",
+            "| {} | baseline, sequential recovery (in memory, nothing persisted){} | {:.0} | | | | |\n",
             text(r, "workload"),
+            cpus_suffix(r),
             num(r, "baseline_sequential_recovery"),
         ));
     }
@@ -173,7 +198,79 @@ pub fn write_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
     throughput_plot(&dir.join("throughput.svg"), results).map_err(plot_error)?;
     latency_plot(&dir.join("latency_cdf.svg"), results).map_err(plot_error)?;
     stages_plot(&dir.join("stages.svg"), results).map_err(plot_error)?;
-    cpu_plot(&dir.join("cpu.svg"), results).map_err(plot_error)
+    cpu_plot(&dir.join("cpu.svg"), results).map_err(plot_error)?;
+    if per_cpu_count(results).len() > 1 {
+        cpus_plot(&dir.join("throughput_vs_cpus.svg"), results).map_err(plot_error)?;
+    }
+    Ok(())
+}
+
+/// tx/s against the CPUs a run was given (`--cpus`): one line per target, and the baselines.
+fn cpus_plot(path: &Path, results: &[Value]) -> PlotResult {
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut add = |name: String, point: (f64, f64)| match lines.iter_mut().find(|(n, _)| *n == name)
+    {
+        Some((_, points)) => points.push(point),
+        None => lines.push((name, vec![point])),
+    };
+    for r in results {
+        let cpus = r["cpus"].as_f64().unwrap_or(f64::NAN);
+        let name = match r["offered_rate"].as_f64() {
+            Some(rate) => format!("ours, {}, open loop at {rate:.0} tx/s", text(r, "target")),
+            None => format!("ours, {}", text(r, "target")),
+        };
+        add(name, (cpus, num(r, "ours")));
+    }
+    for r in per_cpu_count(results) {
+        let cpus = r["cpus"].as_f64().unwrap_or(f64::NAN);
+        add("baseline, parallel recovery".into(), (cpus, num(r, "baseline")));
+        add("baseline, sequential recovery".into(), (cpus, num(r, "baseline_sequential_recovery")));
+    }
+    for (_, points) in &mut lines {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let max_cpus = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0)).fold(2.0, f64::max);
+    let max_tps = lines
+        .iter()
+        .flat_map(|l| l.1.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Throughput against CPUs", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1f64..max_cpus, 0f64..max_tps * 1.15)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("CPUs")
+        .y_desc("tx/s")
+        .x_labels(max_cpus as usize)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    for (i, (name, points)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
 }
 
 /// Writes the results of `bench parallel` (one per workload and thread count): `results.json`,
@@ -284,9 +381,14 @@ fn err(e: impl std::fmt::Display) -> String {
 fn throughput_plot(path: &Path, results: &[Value]) -> PlotResult {
     let mut bars: Vec<(String, f64)> =
         results.iter().map(|r| (format!("ours, {}", label(r)), num(r, "ours"))).collect();
-    if let Some(r) = results.first() {
-        bars.push(("baseline, parallel recovery".into(), num(r, "baseline")));
-        bars.push(("baseline, sequential recovery".into(), num(r, "baseline_sequential_recovery")));
+    let ours = bars.len();
+    for r in per_cpu_count(results) {
+        let cpus = cpus_suffix(r);
+        bars.push((format!("baseline, parallel recovery{cpus}"), num(r, "baseline")));
+        bars.push((
+            format!("baseline, sequential recovery{cpus}"),
+            num(r, "baseline_sequential_recovery"),
+        ));
     }
     let max = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
     let title = format!(
@@ -316,7 +418,7 @@ fn throughput_plot(path: &Path, results: &[Value]) -> PlotResult {
         .map_err(err)?;
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-            let color = if i < results.len() { Palette99::pick(0) } else { Palette99::pick(1) };
+            let color = if i < ours { Palette99::pick(0) } else { Palette99::pick(1) };
             let mut bar = Rectangle::new(
                 [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
                 color.mix(0.8).filled(),
@@ -506,6 +608,7 @@ pub fn compare(a: &[Value], b: &[Value]) -> String {
         x["workload"] == y["workload"]
             && x["target"] == y["target"]
             && x["offered_rate"] == y["offered_rate"]
+            && x["cpus"] == y["cpus"]
     };
     let cell = |r: Option<&Value>, f: &dyn Fn(&Value) -> String| r.map_or("–".to_string(), f);
     let latency =

@@ -34,6 +34,9 @@ pub struct Context<'a> {
     pub machine: &'a machine::Machine,
     /// The command line.
     pub command: &'a str,
+    /// CPUs the run was given, and whether that was fewer than the process may use
+    /// (`--cpus`).
+    pub cpus: (usize, bool),
 }
 
 /// Quantiles at which the latency CDF is sampled for plots.
@@ -121,6 +124,8 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
         },
         "latency_cdf_us": CDF_POINTS.iter().map(|&p| json!([p, q(p)])).collect::<Vec<_>>(),
         "peak_rss_mib": med(runs.iter().map(|r| r.peak_rss_bytes as f64 / (1 << 20) as f64)),
+        "cpus": cx.cpus.0,
+        "cpus_restricted": cx.cpus.1,
         "runs": runs.len(),
         "accounts": cx.accounts,
         "txs": cx.txs,

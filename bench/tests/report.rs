@@ -58,6 +58,7 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
             base_seq: &base_seq,
             machine: &machine,
             command: "test",
+            cpus: (2, false),
         },
     );
     let ours = 120.0 / run.elapsed.as_secs_f64();
@@ -119,4 +120,52 @@ fn bench_run_json_prints_one_result_per_target_and_writes_the_report() {
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("| mix | ours, ws (WAL fsync + NOMT, persisted) |"), "{summary}");
     assert!(summary.contains("![latency CDF](latency_cdf.svg)"));
+}
+
+#[test]
+fn bench_run_cpus_measures_on_each_cpu_count_and_plots_throughput_against_cpus() {
+    let available = numa::current_affinity().len();
+    let counts: Vec<usize> = if available >= 2 { vec![1, 2] } else { vec![1] };
+    let list = counts.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["run", "eth", "--accounts", "20", "--txs", "40", "--runs", "1", "--block-txs", "20"])
+        .args(["--block-time", "100ms", "--targets", "inprocess", "--json", "--cpus", &list])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), counts.len());
+    for (line, n) in lines.iter().zip(&counts) {
+        assert_eq!(line["cpus"], *n);
+        assert_eq!(line["cpus_restricted"], true);
+        // The kernel really held the run to that many CPUs.
+        assert_eq!(line["cpus_allowed"], *n);
+        assert!(line["ours"].as_f64().unwrap() > 0.0 && line["baseline"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(dir.path().join("throughput_vs_cpus.svg").exists(), counts.len() > 1);
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| eth | ours, inprocess, 1 CPU (WAL fsync + NOMT, persisted) |"),
+        "{summary}"
+    );
+
+    // More CPUs than the process may use is refused, and nothing is measured.
+    let too_many = (available + 1).to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["run", "eth", "--accounts", "2", "--txs", "2", "--runs", "1", "--cpus", &too_many])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cpus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -22,7 +22,7 @@ pub use arena::{
 pub use check::{Finding, Level, StorageNeeds, check, failed};
 pub use config::{HostConfig, HugePages, MemoryConfig, Profile};
 pub use mem::{Binding, MapError, PageKind, Region, free_huge_pages};
-pub use pin::{ExecutorPools, current_affinity, pin_to, pin_to_set};
+pub use pin::{ExecutorPools, current_affinity, pin_to, pin_to_set, restrict_process};
 pub use plan::{ExecutorPool, Plan, PlanError};
 pub use probe::{HostReport, page_name, parse_kernel_version};
 pub use topology::{Core, HugePool, Node, ThpMode, Topology, TopologyError};

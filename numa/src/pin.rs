@@ -26,6 +26,38 @@ pub fn pin_to_set(cpus: &[usize]) -> bool {
     }
 }
 
+/// Restricts every thread of this process to `cpus` (threads started later inherit it from
+/// the thread that starts them), e.g. to measure a pipeline on fewer cores. Returns how many
+/// threads were restricted; a thread that ended meanwhile is skipped.
+pub fn restrict_process(cpus: &[usize]) -> std::io::Result<usize> {
+    if cpus.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no CPUs given"));
+    }
+    // SAFETY: as in `pin_to_set`.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        set
+    };
+    let mut restricted = 0;
+    for entry in std::fs::read_dir("/proc/self/task")?.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: sched_setaffinity reads the set we pass.
+        let done =
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if done == 0 {
+            restricted += 1;
+        } else if std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(restricted)
+}
+
 /// CPUs the calling thread may run on.
 pub fn current_affinity() -> Vec<usize> {
     // SAFETY: as in `pin_to_set`; the kernel fills the set.
