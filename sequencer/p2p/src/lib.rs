@@ -52,9 +52,9 @@ pub enum Topic {
 impl Topic {
     fn name(self, chain_id: u64) -> String {
         match self {
-            Topic::MiniBlocks => format!("/sequencer/{chain_id}/mini-blocks/1"),
-            Topic::Blocks => format!("/sequencer/{chain_id}/blocks/1"),
-            Topic::Witnesses => format!("/sequencer/{chain_id}/witnesses/1"),
+            Topic::MiniBlocks => format!("/sequencer/{chain_id}/mini-blocks/2"),
+            Topic::Blocks => format!("/sequencer/{chain_id}/blocks/2"),
+            Topic::Witnesses => format!("/sequencer/{chain_id}/witnesses/2"),
         }
     }
 }
