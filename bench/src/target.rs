@@ -330,6 +330,7 @@ fn schedule(
     batch: usize,
     mut send: impl FnMut(Range<usize>) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
+    let batch = batch.max(1);
     let mut next = 0;
     while next < n {
         let now = clock.now();

@@ -658,15 +658,25 @@ impl std::fmt::Debug for JitRuntime {
     }
 }
 
-impl Drop for JitRuntime {
-    fn drop(&mut self) {
+impl JitRuntime {
+    /// Stops the compile threads and waits for them (a compile under way finishes first).
+    /// Contracts not compiled yet stay interpreted. An owner that shuts down calls this: a
+    /// compile thread still inside LLVM when the process exits races LLVM's own teardown.
+    pub fn stop(&self) {
         self.queue.stop.store(true, Ordering::Relaxed);
         self.queue.ready.notify_all();
-        for h in self.workers.lock().drain(..) {
+        let workers: Vec<_> = self.workers.lock().drain(..).collect();
+        for h in workers {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
             }
         }
+    }
+}
+
+impl Drop for JitRuntime {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -505,6 +505,8 @@ impl Node {
         if let Some(handle) = self.builder.lock().take() {
             let _ = handle.join();
         }
+        // Nothing executes any more: let no compile run on into the process's exit.
+        self.executor.jit().stop();
         // The builder and the committer have stopped: publish what they handed over.
         if let Some(publisher) = &self.publisher {
             publisher.finish();
