@@ -253,23 +253,7 @@ fn cpus_plot(path: &Path, results: &[Value]) -> PlotResult {
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
-    for (i, (name, points)) in lines.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -307,6 +291,36 @@ pub fn write_scaling_dir(dir: &Path, results: &[Value]) -> std::io::Result<()> {
 }
 
 type PlotResult = Result<(), String>;
+
+/// One coloured line per named series, and the legend.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    lines: Vec<(String, Vec<(f64, f64)>)>,
+    legend_at: SeriesLabelPosition,
+) -> PlotResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (name, points)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_at)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
 
 /// Speed-up against threads, one line per workload, with the break-even line.
 fn scaling_plot(path: &Path, results: &[Value]) -> PlotResult {
@@ -347,29 +361,19 @@ fn scaling_plot(path: &Path, results: &[Value]) -> PlotResult {
         .map_err(err)?
         .label("linear")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.2)));
-    for (i, workload) in workloads.iter().enumerate() {
-        let mut points: Vec<(f64, f64)> = results
-            .iter()
-            .filter(|r| text(r, "workload") == workload)
-            .filter_map(|r| Some((r["threads"].as_f64()?, num(r, "ratio"))))
-            .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(workload.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    let lines: Vec<(String, Vec<(f64, f64)>)> = workloads
+        .iter()
+        .map(|workload| {
+            let mut points: Vec<(f64, f64)> = results
+                .iter()
+                .filter(|r| text(r, "workload") == workload)
+                .filter_map(|r| Some((r["threads"].as_f64()?, num(r, "ratio"))))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (workload.clone(), points)
+        })
+        .collect();
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -463,23 +467,7 @@ fn latency_plot(path: &Path, results: &[Value]) -> PlotResult {
         .y_desc("share of transactions")
         .draw()
         .map_err(err)?;
-    for (i, (name, points)) in curves.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    draw_lines(&mut chart, curves, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(err)
 }
 

@@ -11,6 +11,22 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * b.abs().max(1.0)
 }
 
+/// Runs the bench binary with `args` and `--json --out dir`; it must succeed. Its lines.
+fn bench_json(args: &[&str], dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .args(["--json", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
 fn round_trip(v: &serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&v.to_string()).unwrap()
 }
@@ -88,19 +104,13 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
 #[test]
 fn bench_run_json_prints_one_result_per_target_and_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["run", "mix", "--accounts", "30", "--txs", "90", "--runs", "1", "--block-txs", "30"])
-        .args(["--block-time", "100ms", "--batch", "30", "--targets", "inprocess,ws", "--json"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = bench_json(
+        &["run", "mix", "--accounts", "30", "--txs", "90", "--runs", "1", "--block-txs", "30"]
+            .into_iter()
+            .chain(["--block-time", "100ms", "--batch", "30", "--targets", "inprocess,ws"])
+            .collect::<Vec<_>>(),
+        dir.path(),
+    );
     assert_eq!(lines.len(), 2);
     for (line, target) in lines.iter().zip(["inprocess", "ws"]) {
         assert_eq!(line["workload"], "mix");
@@ -128,19 +138,13 @@ fn bench_run_cpus_measures_on_each_cpu_count_and_plots_throughput_against_cpus()
     let counts: Vec<usize> = if available >= 2 { vec![1, 2] } else { vec![1] };
     let list = counts.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["run", "eth", "--accounts", "20", "--txs", "40", "--runs", "1", "--block-txs", "20"])
-        .args(["--block-time", "100ms", "--targets", "inprocess", "--json", "--cpus", &list])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = bench_json(
+        &["run", "eth", "--accounts", "20", "--txs", "40", "--runs", "1", "--block-txs", "20"]
+            .into_iter()
+            .chain(["--block-time", "100ms", "--targets", "inprocess", "--cpus", &list])
+            .collect::<Vec<_>>(),
+        dir.path(),
+    );
     assert_eq!(lines.len(), counts.len());
     for (line, n) in lines.iter().zip(&counts) {
         assert_eq!(line["cpus"], *n);
