@@ -7,7 +7,7 @@
 //! context before every helper call and read back after it.
 
 use crate::analysis::{Analysis, Lowering, stack_io};
-use crate::runtime::{HELPER_ARITH, HELPER_GENERIC, offsets};
+use crate::runtime::{HELPER_ARITH, HELPER_GENERIC, HELPER_MEM_GROW, offsets};
 use inkwell::basic_block::BasicBlock;
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
@@ -49,6 +49,7 @@ struct Gen<'a, 'ctx> {
     target_var: PointerValue<'ctx>,
     generic_ty: FunctionType<'ctx>,
     arith_ty: FunctionType<'ctx>,
+    grow_ty: FunctionType<'ctx>,
     blocks: Vec<BasicBlock<'ctx>>,
     dispatch: BasicBlock<'ctx>,
     exits: Vec<(u8, BasicBlock<'ctx>)>,
@@ -88,6 +89,7 @@ pub fn build<'ctx>(
     let dispatch = cx.append_basic_block(func, "dispatch");
     let generic_ty = i8.fn_type(&[ptr.into(), i8.into(), i64.into()], false);
     let arith_ty = cx.void_type().fn_type(&[i8.into(), ptr.into()], false);
+    let grow_ty = i8.fn_type(&[ptr.into(), ptr.into(), i64.into()], false);
     let mut g = Gen {
         cx,
         b,
@@ -104,6 +106,7 @@ pub fn build<'ctx>(
         target_var,
         generic_ty,
         arith_ty,
+        grow_ty,
         blocks,
         dispatch,
         exits: Vec::new(),
@@ -426,36 +429,17 @@ impl<'ctx> Gen<'_, 'ctx> {
             .into_int_value())
     }
 
-    /// Ends a memory fast path (the current block) and emits its slow path through revm's
-    /// instruction, joining at `join` with the gas of whichever ran.
-    fn slow_path(
+    /// A memory access of `width` bytes at `offset` (stack item `at_item`), done natively by
+    /// `access` (given the address): at once when the frame's memory already covers it, else
+    /// after the memory-growth helper has grown memory and charged for it as revm does (an
+    /// error there halts the frame, as revm's instruction would).
+    fn mem_access(
         &mut self,
-        k: usize,
-        slow: BasicBlock<'ctx>,
-        join: BasicBlock<'ctx>,
-    ) -> Result<(), CodegenError> {
-        let fast_end = self.b.get_insert_block().expect("in a block");
-        let fast_gas = self.gas;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(slow);
-        self.helper(k, true)?;
-        let slow_end = self.b.get_insert_block().expect("in a block");
-        let slow_gas = self.gas;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(join);
-        let phi = self.b.build_phi(self.i64, "gas")?;
-        phi.add_incoming(&[(&fast_gas, fast_end), (&slow_gas, slow_end)]);
-        self.gas = phi.as_basic_value().into_int_value();
-        Ok(())
-    }
-
-    /// Memory fast path for an access of `width` bytes at `offset`: taken when the frame's
-    /// memory already covers it (no expansion, no gas). Returns the address and the slow block.
-    fn mem_fast(
-        &mut self,
+        at_item: i64,
         offset: IntValue<'ctx>,
         width: u64,
-    ) -> Result<(PointerValue<'ctx>, BasicBlock<'ctx>, BasicBlock<'ctx>), CodegenError> {
+        access: impl Fn(&Self, PointerValue<'ctx>) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
         let mem_len = self.load_field(offsets::MEM_LEN, self.i64)?;
         let len256 = self.b.build_int_z_extend(mem_len, self.i256, "")?;
         let w = self.i256.const_int(width, false);
@@ -464,16 +448,48 @@ impl<'ctx> Gen<'_, 'ctx> {
         let room = self.b.build_int_sub(len256, w, "")?;
         let fits = self.b.build_int_compare(IntPredicate::ULE, offset, room, "")?;
         let c = self.b.build_and(big, fits, "")?;
-        let fast = self.new_bb("mem_fast");
-        let slow = self.new_bb("mem_slow");
-        let join = self.new_bb("mem_join");
-        self.b.build_conditional_branch(c, fast, slow)?;
-        self.b.position_at_end(fast);
+        let fast = self.b.get_insert_block().expect("in a block");
+        let grow = self.new_bb("mem_grow");
+        let at = self.new_bb("mem_access");
+        self.b.build_conditional_branch(c, at, grow)?;
+        let entry_gas = self.gas;
+
+        self.b.position_at_end(grow);
+        let item = self.slot(at_item)?;
+        self.store_field(offsets::GAS, self.gas)?;
+        let grow_fn = self.helper_fn(HELPER_MEM_GROW)?;
+        let st = self
+            .b
+            .build_indirect_call(
+                self.grow_ty,
+                grow_fn,
+                &[self.ctx.into(), item.into(), self.i64.const_int(width, false).into()],
+                "st",
+            )?
+            .try_as_basic_value()
+            .basic()
+            .expect("returns u8")
+            .into_int_value();
+        let failed = self.new_bb("mem_grow_failed");
+        let grown = self.new_bb("mem_grown");
+        let c = self.b.build_int_compare(IntPredicate::NE, st, self.i8.const_zero(), "")?;
+        self.b.build_conditional_branch(c, failed, grown)?;
+        self.b.position_at_end(failed);
+        // A halt: as after a failed helper call, the frame's gas and stack no longer matter.
+        self.b.build_return(Some(&st))?;
+        self.b.position_at_end(grown);
+        let grown_gas = self.load_field(offsets::GAS, self.i64)?;
+        self.b.build_unconditional_branch(at)?;
+
+        self.b.position_at_end(at);
+        let phi = self.b.build_phi(self.i64, "gas")?;
+        phi.add_incoming(&[(&entry_gas, fast), (&grown_gas, grown)]);
+        self.gas = phi.as_basic_value().into_int_value();
         let base = self.load_field_ptr(offsets::MEM_PTR)?;
         let off64 = self.b.build_int_truncate(offset, self.i64, "")?;
-        // SAFETY: the branch guarantees offset + width <= mem_len.
+        // SAFETY: memory covers offset + width here (checked, or grown to it).
         let p = unsafe { self.b.build_in_bounds_gep(self.i8, base, &[off64], "m")? };
-        Ok((p, slow, join))
+        access(self, p)
     }
 
     fn inst(&mut self, bi: usize, k: usize) -> Result<(), CodegenError> {
@@ -598,29 +614,28 @@ impl<'ctx> Gen<'_, 'ctx> {
             opcode::POP => self.off -= 1,
             opcode::MLOAD => {
                 let offset = self.peek(0)?;
-                let (p, slow, join) = self.mem_fast(offset, 32)?;
-                let v = self.b.build_load(self.i256, p, "")?;
-                v.as_instruction_value().expect("load").set_alignment(1).ok();
-                let v = self.bswap(v.into_int_value())?;
-                self.poke(0, v)?;
-                self.slow_path(k, slow, join)?;
+                self.mem_access(0, offset, 32, |g, p| {
+                    let v = g.b.build_load(g.i256, p, "")?;
+                    v.as_instruction_value().expect("load").set_alignment(1).ok();
+                    let v = g.bswap(v.into_int_value())?;
+                    g.poke(0, v)
+                })?;
             }
             opcode::MSTORE | opcode::MSTORE8 => {
-                let width = if op == opcode::MSTORE { 32 } else { 1 };
                 let offset = self.peek(0)?;
                 let value = self.peek(1)?;
-                let (p, slow, join) = self.mem_fast(offset, width)?;
-                if op == opcode::MSTORE {
-                    let v = self.bswap(value)?;
-                    let st = self.b.build_store(p, v)?;
-                    st.set_alignment(1).ok();
-                } else {
-                    let v = self.b.build_int_truncate(value, self.i8, "")?;
-                    self.b.build_store(p, v)?;
-                }
-                let before = self.off;
-                self.slow_path(k, slow, join)?;
-                self.off = before - 2;
+                let width = if op == opcode::MSTORE { 32 } else { 1 };
+                self.mem_access(0, offset, width, |g, p| {
+                    if width == 32 {
+                        let v = g.bswap(value)?;
+                        g.b.build_store(p, v)?.set_alignment(1).ok();
+                    } else {
+                        let v = g.b.build_int_truncate(value, g.i8, "")?;
+                        g.b.build_store(p, v)?;
+                    }
+                    Ok(())
+                })?;
+                self.off -= 2;
             }
             opcode::JUMP => {
                 let target = self.pop()?;

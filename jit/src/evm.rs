@@ -8,7 +8,7 @@
 //! compile that finishes while the frame waits for a child never switches engines mid-frame.
 
 use crate::cache::{Compiled, JitRuntime};
-use crate::runtime::{JitCtx, helper_table, refresh_memory, result_from_status};
+use crate::runtime::{JitCtx, SlotCache, helper_table, refresh_memory, result_from_status};
 use revm::context::{ContextSetters, ContextTr, JournalTr};
 use revm::context_interface::FrameStack;
 use revm::context_interface::result::{
@@ -38,12 +38,14 @@ pub struct JitEvm<CTX: ContextTr + Host> {
     pinned: Vec<Option<Arc<Compiled>>>,
     /// Per frame depth: the contract whose run segments are being timed, if any.
     sampled: Vec<Option<(B256, SpecId)>>,
+    /// Storage slots seen by the current run of compiled code.
+    slots: SlotCache,
 }
 
 impl<CTX: ContextTr + Host> JitEvm<CTX> {
     /// Wraps `inner`, using compiled code from `rt`.
     pub fn new(inner: MainnetEvm<CTX>, rt: Arc<JitRuntime>) -> Self {
-        JitEvm { inner, rt, pinned: Vec::new(), sampled: Vec::new() }
+        JitEvm { inner, rt, pinned: Vec::new(), sampled: Vec::new(), slots: SlotCache::default() }
     }
 
     /// The runtime it uses.
@@ -58,7 +60,9 @@ fn run_compiled<H: Host>(
     interp: &mut Interpreter<EthInterpreter>,
     host: &mut H,
     table: &InstructionTable<EthInterpreter, H>,
+    slots: &mut SlotCache,
 ) -> InterpreterAction {
+    slots.next_run();
     let helpers = helper_table::<H>();
     assert!(interp.stack.data().capacity() >= 1024, "interpreter stack below 1024 words");
     let mut jc = JitCtx {
@@ -72,6 +76,7 @@ fn run_compiled<H: Host>(
         interp: std::ptr::from_mut(interp),
         host: std::ptr::from_mut(host).cast(),
         table: std::ptr::from_ref(table).cast(),
+        slots: std::ptr::from_mut(slots),
     };
     // SAFETY: jc points at this frame's live interpreter, host and table for the whole call;
     // the compiled code keeps the stack within its 1024-word buffer.
@@ -159,7 +164,7 @@ where
                 let frame = self.inner.frame_stack.get();
                 let ctx = &mut self.inner.ctx;
                 let table = self.inner.instruction.instruction_table();
-                let action = run_compiled(c, &mut frame.interpreter, ctx, table);
+                let action = run_compiled(c, &mut frame.interpreter, ctx, table, &mut self.slots);
                 frame.process_next_action(ctx, action).inspect(|i| {
                     if i.is_result() {
                         frame.set_finished(true);

@@ -36,6 +36,8 @@ pub mod offsets {
 pub const HELPER_GENERIC: u32 = 0;
 /// Index of the arithmetic helper: `fn(opcode: u8, top: *mut U256)`.
 pub const HELPER_ARITH: u32 = 1;
+/// Index of the memory-growth helper: `fn(ctx, offset: *const U256, len: u64) -> u8`.
+pub const HELPER_MEM_GROW: u32 = 2;
 
 /// A frame as compiled code sees it.
 #[repr(C)]
@@ -58,6 +60,75 @@ pub struct JitCtx {
     pub(crate) interp: *mut Interpreter<EthInterpreter>,
     pub(crate) host: *mut (),
     pub(crate) table: *const (),
+    pub(crate) slots: *mut SlotCache,
+}
+
+/// Entries of [`SlotCache`] (a power of two).
+const SLOT_CACHE_ENTRIES: usize = 1024;
+
+#[derive(Clone, Copy)]
+struct SlotEntry {
+    generation: u32,
+    key: U256,
+    value: U256,
+}
+
+/// The storage slots one run of a compiled frame has read or written, with their current
+/// values: a direct-mapped cache in front of revm's journal.
+///
+/// An entry is valid only while nothing but this frame has run since it was filled: a slot the
+/// frame loaded or stored is warm in the journal and holds the value the frame saw or wrote,
+/// until a child frame runs (which may write it, or revert the warming). Every CALL or CREATE
+/// suspends the compiled frame, and each run starts a new generation, which empties the cache,
+/// so an entry never outlives that window. A hit then costs exactly what revm charges a warm
+/// SLOAD, its static gas, which the compiled block has already charged, and changes nothing in
+/// the journal. One cache serves an EVM's every frame, one run at a time.
+pub struct SlotCache {
+    generation: u32,
+    entries: Box<[SlotEntry]>,
+}
+
+impl Default for SlotCache {
+    /// An empty cache; its table is allocated by the first run of compiled code, so an EVM
+    /// that only interprets does not pay for it.
+    fn default() -> Self {
+        Self { generation: 0, entries: Box::default() }
+    }
+}
+
+impl SlotCache {
+    /// Empties the cache for a new run of compiled code.
+    pub(crate) fn next_run(&mut self) {
+        if self.entries.is_empty() {
+            let empty = SlotEntry { generation: 0, key: U256::ZERO, value: U256::ZERO };
+            self.entries = vec![empty; SLOT_CACHE_ENTRIES].into_boxed_slice();
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Generation 0 marks never-filled entries: after a wrap, clear them for real.
+            self.entries.iter_mut().for_each(|e| e.generation = 0);
+            self.generation = 1;
+        }
+    }
+
+    /// The entry a key maps to. Solidity's keys are small integers or keccak hashes; folding
+    /// the limbs and taking the top bits of a multiplicative hash spreads both.
+    fn index(key: &U256) -> usize {
+        let l = key.as_limbs();
+        let folded = l[0] ^ l[1].rotate_left(16) ^ l[2].rotate_left(32) ^ l[3].rotate_left(48);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_CACHE_ENTRIES.trailing_zeros()))
+            as usize
+    }
+
+    fn get(&self, key: &U256) -> Option<U256> {
+        let e = &self.entries[Self::index(key)];
+        (e.generation == self.generation && e.key == *key).then_some(e.value)
+    }
+
+    fn insert(&mut self, key: U256, value: U256) {
+        let generation = self.generation;
+        self.entries[Self::index(&key)] = SlotEntry { generation, key, value };
+    }
 }
 
 /// The signature of compiled code.
@@ -133,6 +204,25 @@ pub(crate) unsafe fn refresh_memory(ctx: &mut JitCtx) {
 /// `ctx` must be a live context built by the glue for host type `H`.
 pub(crate) unsafe extern "C" fn generic<H: Host>(ctx: *mut JitCtx, op: u8, pc: u64) -> u8 {
     let ctx = unsafe { &mut *ctx };
+    // SAFETY: the glue points `slots` at the EVM's cache for the whole run.
+    let slots = unsafe { &mut *ctx.slots };
+    // SLOAD and SSTORE see the slot cache; the block-entry check guarantees their operands.
+    let top = ctx.stack.wrapping_add(ctx.stack_len as usize).wrapping_sub(1);
+    let stored = match op {
+        opcode::SLOAD => {
+            // SAFETY: SLOAD's block checked that the stack holds its operand.
+            let key = unsafe { top.read() };
+            if let Some(value) = slots.get(&key) {
+                unsafe { top.write(value) };
+                return 0;
+            }
+            Some(key)
+        }
+        // SAFETY: as above, for SSTORE's two operands.
+        opcode::SSTORE => Some(unsafe { top.read() }),
+        _ => None,
+    };
+    let stored_value = (op == opcode::SSTORE).then(|| unsafe { top.wrapping_sub(1).read() });
     let interp = unsafe { &mut *ctx.interp };
     // SAFETY: compiled code keeps the length within the buffer's capacity (1024) and every
     // slot below it initialised.
@@ -146,6 +236,44 @@ pub(crate) unsafe extern "C" fn generic<H: Host>(ctx: *mut JitCtx, op: u8, pc: u
     ctx.gas = interp.gas.remaining();
     unsafe { refresh_memory(ctx) };
     match result {
+        Ok(()) => {
+            if let Some(key) = stored {
+                // SLOAD left the value on top of the stack; SSTORE wrote its second operand.
+                let value = stored_value.unwrap_or_else(|| unsafe { top.read() });
+                slots.insert(key, value);
+            }
+            0
+        }
+        Err(e) => e as u8,
+    }
+}
+
+/// Grows the frame's memory to cover `len` bytes at the offset `offset` points to, and
+/// charges the expansion, as revm's memory instructions do before their access (an offset
+/// beyond `usize` is `InvalidOperandOOG`; then revm's own `resize_memory`, so the same gas,
+/// limit and errors). The compiled code then performs the access itself. It has written its
+/// gas to `ctx`.
+///
+/// # Safety
+/// `ctx` must be a live context built by the glue for host type `H`; `offset` a valid word.
+pub(crate) unsafe extern "C" fn mem_grow<H: Host>(
+    ctx: *mut JitCtx,
+    offset: *const U256,
+    len: u64,
+) -> u8 {
+    let ctx = unsafe { &mut *ctx };
+    let offset = unsafe { offset.read() };
+    let l = offset.as_limbs();
+    if (l[0] > usize::MAX as u64) | (l[1] != 0) | (l[2] != 0) | (l[3] != 0) {
+        return InstructionResult::InvalidOperandOOG as u8;
+    }
+    let interp = unsafe { &mut *ctx.interp };
+    let host = unsafe { &*(ctx.host as *const H) };
+    interp.gas.tracker_mut().set_remaining(ctx.gas);
+    let grown = interp.resize_memory(host.gas_params(), l[0] as usize, len as usize);
+    ctx.gas = interp.gas.remaining();
+    unsafe { refresh_memory(ctx) };
+    match grown {
         Ok(()) => 0,
         Err(e) => e as u8,
     }
@@ -246,10 +374,11 @@ fn signextend(ext: U256, x: U256) -> U256 {
 }
 
 /// The helper table for host type `H`, in the order of the `HELPER_*` indices.
-pub(crate) fn helper_table<H: Host>() -> [*const (); 2] {
+pub(crate) fn helper_table<H: Host>() -> [*const (); 3] {
     [
         generic::<H> as unsafe extern "C" fn(*mut JitCtx, u8, u64) -> u8 as *const (),
         arith as unsafe extern "C" fn(u8, *mut U256) as *const (),
+        mem_grow::<H> as unsafe extern "C" fn(*mut JitCtx, *const U256, u64) -> u8 as *const (),
     ]
 }
 

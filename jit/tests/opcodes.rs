@@ -122,3 +122,52 @@ fn compiled_code_actually_runs() {
     assert_eq!(stats.frames_compiled, 1, "{stats:?}");
     assert_eq!(stats.frames_interpreted, 0, "{stats:?}");
 }
+
+#[test]
+fn memory_growth_is_charged_and_refused_as_revm_does() {
+    // MSTORE at 2^32 (MemoryOOG), at 2^64 (beyond usize: InvalidOperandOOG), MLOAD at 2^255,
+    // MSTORE8 just below 4 GiB.
+    check("60016401000000005200", "", 100_000);
+    check("600168010000000000000000005200", "", 100_000);
+    check("7f80000000000000000000000000000000000000000000000000000000000000005100", "", 100_000);
+    check("60ff64ffffffffe05300", "", 100_000);
+    // A growing MSTORE (33 words), then MSIZE returned: every gas limit around the point where
+    // the expansion stops being affordable.
+    for gas in 21_100..21_140 {
+        check("6001610400525960005260206000f3", "", gas);
+    }
+}
+
+#[test]
+fn a_slot_read_after_a_call_sees_what_the_child_wrote() {
+    // Stores 1 in slot 0 and reads it; calls itself with one byte of calldata, which stores
+    // 2 there; then reads slot 0 twice and returns the sum. A stale cached read would give 3.
+    let code = "36602a5760016000556000545060006000600160006000305af15060005460005401\
+                60005260206000f35b600260005500";
+    check(code, "", 200_000);
+    let db = db(&[(TARGET, hex::decode(code).unwrap())]);
+    let out = compiled(db, SpecId::CANCUN, tx(TARGET, vec![], 200_000, 0), eager()).unwrap();
+    assert_eq!(out.0.output().map(|o| o[31]), Some(4), "{:?}", out.0);
+}
+
+#[test]
+fn a_slot_read_after_a_call_is_this_contracts_own() {
+    // Stores 1 in slot 0 and reads it; calls another contract, which stores 2 in its own slot
+    // 0; then reads slot 0 twice and returns the sum: 2. A cache entry kept across the call
+    // (whose key names no contract) would give 4.
+    let code = hex::decode(
+        "600160005560005450600060006000600060007330000000000000000000000000000000000000035af150\
+         6000546000540160005260206000f3",
+    )
+    .unwrap();
+    let other = revm::primitives::address!("0x3000000000000000000000000000000000000003");
+    let child = hex::decode("600260005500").unwrap();
+    for spec in [SpecId::CANCUN, SpecId::BERLIN, SpecId::BYZANTIUM] {
+        let db = db(&[(TARGET, code.clone()), (other, child.clone())]);
+        let a = interpret(db.clone(), spec, tx(TARGET, vec![], 200_000, 0));
+        let b = compiled(db, spec, tx(TARGET, vec![], 200_000, 0), eager());
+        same(&a, &b).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+        let (result, _) = b.unwrap();
+        assert_eq!(result.output().map(|o| o[31]), Some(2), "{result:?}");
+    }
+}
