@@ -403,6 +403,13 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     fn arith(&mut self, op: u8) -> Result<(), CodegenError> {
+        if matches!(op, opcode::DIV | opcode::SDIV | opcode::MOD | opcode::SMOD) {
+            return self.division(op);
+        }
+        self.arith_call(op)
+    }
+
+    fn arith_call(&mut self, op: u8) -> Result<(), CodegenError> {
         let top = self.slot(0)?;
         let arith_fn = self.helper_fn(HELPER_ARITH)?;
         self.b.build_indirect_call(
@@ -413,6 +420,116 @@ impl<'ctx> Gen<'_, 'ctx> {
         )?;
         let (inputs, outputs) = stack_io(op);
         self.off += outputs as i64 - inputs as i64;
+        Ok(())
+    }
+
+    /// DIV, SDIV, MOD and SMOD: natively when the dividend's magnitude fits in 128 bits and
+    /// the divisor's in 64 (most of compiled Solidity's divisions: fixed-point scaling,
+    /// ratios), with a 64-bit division when both fit in 64 bits; through the arithmetic helper
+    /// otherwise (wide operands, a zero divisor, the minimum signed value).
+    fn division(&mut self, op: u8) -> Result<(), CodegenError> {
+        let signed = matches!(op, opcode::SDIV | opcode::SMOD);
+        let a = self.peek(0)?;
+        let d = self.peek(1)?;
+        let b = &self.b;
+        let zero = self.i256.const_zero();
+        let (na, nd) = if signed {
+            (
+                b.build_int_compare(IntPredicate::SLT, a, zero, "")?,
+                b.build_int_compare(IntPredicate::SLT, d, zero, "")?,
+            )
+        } else {
+            let f = self.cx.bool_type().const_zero();
+            (f, f)
+        };
+        let ma = if signed {
+            b.build_select(na, b.build_int_sub(zero, a, "")?, a, "")?.into_int_value()
+        } else {
+            a
+        };
+        let md = if signed {
+            b.build_select(nd, b.build_int_sub(zero, d, "")?, d, "")?.into_int_value()
+        } else {
+            d
+        };
+        let c128 = self.i256.const_int(128, false);
+        let c64 = self.i256.const_int(64, false);
+        let a_fits = b.build_int_compare(
+            IntPredicate::EQ,
+            b.build_right_shift(ma, c128, false, "")?,
+            zero,
+            "",
+        )?;
+        let d_fits = b.build_int_compare(
+            IntPredicate::EQ,
+            b.build_right_shift(md, c64, false, "")?,
+            zero,
+            "",
+        )?;
+        let d_nonzero = b.build_int_compare(IntPredicate::NE, md, zero, "")?;
+        let ok = b.build_and(b.build_and(a_fits, d_fits, "")?, d_nonzero, "")?;
+        let fast = self.new_bb("div_fast");
+        let slow = self.new_bb("div_slow");
+        let join = self.new_bb("div_join");
+        self.b.build_conditional_branch(ok, fast, slow)?;
+
+        self.b.position_at_end(fast);
+        let b = &self.b;
+        let i128 = self.cx.i128_type();
+        let d64 = b.build_int_truncate(md, self.i64, "")?;
+        let a_small = b.build_int_compare(
+            IntPredicate::EQ,
+            b.build_right_shift(ma, c64, false, "")?,
+            zero,
+            "",
+        )?;
+        let narrow = self.new_bb("div64");
+        let wide = self.new_bb("div128");
+        let done = self.new_bb("div_done");
+        b.build_conditional_branch(a_small, narrow, wide)?;
+        let rem = matches!(op, opcode::MOD | opcode::SMOD);
+        self.b.position_at_end(narrow);
+        let a64 = self.b.build_int_truncate(ma, self.i64, "")?;
+        let r64 = if rem {
+            self.b.build_int_unsigned_rem(a64, d64, "")?
+        } else {
+            self.b.build_int_unsigned_div(a64, d64, "")?
+        };
+        let r_narrow = self.b.build_int_z_extend(r64, self.i256, "")?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(wide);
+        let a128 = self.b.build_int_truncate(ma, i128, "")?;
+        let d128 = self.b.build_int_z_extend(d64, i128, "")?;
+        let r128 = if rem {
+            self.b.build_int_unsigned_rem(a128, d128, "")?
+        } else {
+            self.b.build_int_unsigned_div(a128, d128, "")?
+        };
+        let r_wide = self.b.build_int_z_extend(r128, self.i256, "")?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        let phi = self.b.build_phi(self.i256, "q")?;
+        phi.add_incoming(&[(&r_narrow, narrow), (&r_wide, wide)]);
+        let mag = phi.as_basic_value().into_int_value();
+        let result = if signed {
+            // A quotient is negative when the signs differ; a remainder takes the dividend's.
+            let neg = if rem { na } else { self.b.build_xor(na, nd, "")? };
+            let negated = self.b.build_int_sub(zero, mag, "")?;
+            self.b.build_select(neg, negated, mag, "")?.into_int_value()
+        } else {
+            mag
+        };
+        self.poke(1, result)?;
+        self.b.build_unconditional_branch(join)?;
+
+        self.b.position_at_end(slow);
+        let before = self.off;
+        self.arith_call(op)?;
+        self.off = before;
+        self.b.build_unconditional_branch(join)?;
+
+        self.b.position_at_end(join);
+        self.off -= 1;
         Ok(())
     }
 

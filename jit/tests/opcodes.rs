@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use revm::primitives::U256;
 use revm::primitives::hardfork::SpecId;
 
 fn check(hex_code: &str, input: &str, gas: u64) {
@@ -169,5 +170,52 @@ fn a_slot_read_after_a_call_is_this_contracts_own() {
         same(&a, &b).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         let (result, _) = b.unwrap();
         assert_eq!(result.output().map(|o| o[31]), Some(2), "{result:?}");
+    }
+}
+
+#[test]
+fn division_at_every_operand_width() {
+    // DIV, SDIV, MOD and SMOD over operands on both sides of the compiled code's 64- and
+    // 128-bit fast paths, of both signs, zero and the signed minimum; every result stored
+    // and returned.
+    let m = |v: u128| U256::from(v);
+    let neg = |v: U256| v.wrapping_neg();
+    let values = [
+        U256::ZERO,
+        m(1),
+        m(7),
+        m(u64::MAX as u128),
+        m(1 << 64),
+        m((1 << 64) + 1),
+        m((1 << 127) + 5),
+        m(u128::MAX),
+        m(u128::MAX) + m(1),
+        U256::from(1) << 255,
+        U256::MAX,
+        neg(m(7)),
+        neg(m(u64::MAX as u128)),
+        neg(m(1 << 64)),
+        neg(m(u128::MAX)),
+        (U256::from(1) << 255) - m(1),
+    ];
+    for op in [0x04u8, 0x05, 0x06, 0x07] {
+        let mut code = Vec::new();
+        let mut at = 0u16;
+        for a in values {
+            for d in values {
+                code.push(0x7f);
+                code.extend(d.to_be_bytes::<32>());
+                code.push(0x7f);
+                code.extend(a.to_be_bytes::<32>());
+                code.extend([op, 0x61]);
+                code.extend(at.to_be_bytes());
+                code.push(0x52);
+                at += 32;
+            }
+        }
+        code.extend([0x61]);
+        code.extend(at.to_be_bytes());
+        code.extend([0x60, 0x00, 0xf3]);
+        check(&hex::encode(&code), "", 1_000_000);
     }
 }
