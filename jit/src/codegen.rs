@@ -7,7 +7,9 @@
 //! context before every helper call and read back after it.
 
 use crate::analysis::{Analysis, Lowering, stack_io};
-use crate::runtime::{HELPER_ARITH, HELPER_GENERIC, HELPER_MEM_GROW, offsets};
+use crate::runtime::{
+    HELPER_ARITH, HELPER_GENERIC, HELPER_MEM_GROW, SLOT_CACHE_BITS, SLOT_HASH_MUL, offsets,
+};
 use inkwell::basic_block::BasicBlock;
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
@@ -533,6 +535,85 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(())
     }
 
+    /// SLOAD: a hit in the run's slot cache (the frame has loaded or stored this slot since
+    /// it last ran a child, so the slot is warm and its value the cached one) takes the value
+    /// natively, the static gas already charged; a miss runs revm's SLOAD through the generic
+    /// helper, which fills the entry.
+    fn sload(&mut self, k: usize) -> Result<(), CodegenError> {
+        let key = self.peek(0)?;
+        let b = &self.b;
+        let limb = |n: u64| -> Result<IntValue<'ctx>, CodegenError> {
+            let shifted =
+                b.build_right_shift(key, self.i256.const_int(n * 64, false), false, "")?;
+            Ok(b.build_int_truncate(shifted, self.i64, "")?)
+        };
+        let fshl = Intrinsic::find("llvm.fshl")
+            .and_then(|i| i.get_declaration(self.module, &[self.i64.into()]))
+            .expect("llvm.fshl.i64 exists");
+        let rotl = |v: IntValue<'ctx>, n: u64| -> Result<IntValue<'ctx>, CodegenError> {
+            let amount = self.i64.const_int(n, false);
+            Ok(b.build_call(fshl, &[v.into(), v.into(), amount.into()], "")?
+                .try_as_basic_value()
+                .basic()
+                .expect("returns i64")
+                .into_int_value())
+        };
+        let mut folded = limb(0)?;
+        for (n, r) in [(1, 16), (2, 32), (3, 48)] {
+            folded = b.build_xor(folded, rotl(limb(n)?, r)?, "")?;
+        }
+        let hashed = b.build_int_mul(folded, self.i64.const_int(SLOT_HASH_MUL, false), "")?;
+        let index = b.build_right_shift(
+            hashed,
+            self.i64.const_int(u64::from(64 - SLOT_CACHE_BITS), false),
+            false,
+            "",
+        )?;
+        let table = self.load_field_ptr(offsets::SLOT_TABLE)?;
+        let generation = self.load_field(offsets::SLOT_GENERATION, self.i64)?;
+        let b = &self.b;
+        let at = b.build_int_mul(
+            index,
+            self.i64.const_int(u64::from(offsets::SLOT_ENTRY_SIZE), false),
+            "",
+        )?;
+        // SAFETY: the index is below the table's length (its top SLOT_CACHE_BITS bits).
+        let entry = unsafe { b.build_in_bounds_gep(self.i8, table, &[at], "slot")? };
+        let field = |off: u32| unsafe {
+            b.build_in_bounds_gep(self.i8, entry, &[self.i64.const_int(u64::from(off), false)], "")
+        };
+        let e_gen = b.build_load(self.i64, field(offsets::SLOT_ENTRY_GENERATION)?, "")?;
+        let e_key = b.build_load(self.i256, field(offsets::SLOT_ENTRY_KEY)?, "")?;
+        e_key.as_instruction_value().expect("load").set_alignment(8).ok();
+        let same_gen =
+            b.build_int_compare(IntPredicate::EQ, e_gen.into_int_value(), generation, "")?;
+        let same_key = b.build_int_compare(IntPredicate::EQ, e_key.into_int_value(), key, "")?;
+        let hit = b.build_and(same_gen, same_key, "")?;
+        let hit_bb = self.new_bb("sload_hit");
+        let miss_bb = self.new_bb("sload_miss");
+        let join = self.new_bb("sload_join");
+        self.b.build_conditional_branch(hit, hit_bb, miss_bb)?;
+        let entry_gas = self.gas;
+
+        self.b.position_at_end(hit_bb);
+        let value = self.b.build_load(self.i256, field(offsets::SLOT_ENTRY_VALUE)?, "")?;
+        value.as_instruction_value().expect("load").set_alignment(8).ok();
+        self.poke(0, value.into_int_value())?;
+        self.b.build_unconditional_branch(join)?;
+
+        self.b.position_at_end(miss_bb);
+        self.helper(k, true)?;
+        let miss_end = self.b.get_insert_block().expect("in a block");
+        let miss_gas = self.gas;
+        self.b.build_unconditional_branch(join)?;
+
+        self.b.position_at_end(join);
+        let phi = self.b.build_phi(self.i64, "gas")?;
+        phi.add_incoming(&[(&entry_gas, hit_bb), (&miss_gas, miss_end)]);
+        self.gas = phi.as_basic_value().into_int_value();
+        Ok(())
+    }
+
     fn bswap(&self, v: IntValue<'ctx>) -> Result<IntValue<'ctx>, CodegenError> {
         let f = Intrinsic::find("llvm.bswap")
             .and_then(|i| i.get_declaration(self.module, &[self.i256.into()]))
@@ -613,6 +694,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         let inst = self.a.insts[k].clone();
         let op = inst.op;
         match inst.lowering {
+            Lowering::Helper if op == opcode::SLOAD => return self.sload(k),
             // CALL and CREATE return Suspend from the helper; the frame resumes at the next block.
             Lowering::Helper => return self.helper(k, false),
             Lowering::Arith => return self.arith(op),

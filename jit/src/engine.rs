@@ -35,7 +35,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Compiler version: part of every cache key, bumped when generated code changes meaning.
-pub const COMPILER_VERSION: u32 = 2;
+pub const COMPILER_VERSION: u32 = 3;
 
 /// Why compiling or loading failed.
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,7 @@ fn run_compiled<H: Host>(
     slots: &mut SlotCache,
 ) -> InterpreterAction {
     slots.next_run();
+    let (slot_table, slot_generation) = slots.table();
     let helpers = helper_table::<H>();
     assert!(interp.stack.data().capacity() >= 1024, "interpreter stack below 1024 words");
     let mut jc = JitCtx {
@@ -73,6 +74,8 @@ fn run_compiled<H: Host>(
         mem_len: 0,
         resume_pc: interp.bytecode.pc() as u64,
         helpers: helpers.as_ptr(),
+        slot_table,
+        slot_generation,
         interp: std::ptr::from_mut(interp),
         host: std::ptr::from_mut(host).cast(),
         table: std::ptr::from_ref(table).cast(),

@@ -30,6 +30,18 @@ pub mod offsets {
     pub const RESUME_PC: u32 = 40;
     /// `JitCtx::helpers`
     pub const HELPERS: u32 = 48;
+    /// `JitCtx::slot_table`
+    pub const SLOT_TABLE: u32 = 56;
+    /// `JitCtx::slot_generation`
+    pub const SLOT_GENERATION: u32 = 64;
+    /// Size of a slot-cache entry.
+    pub const SLOT_ENTRY_SIZE: u32 = 72;
+    /// Offset of an entry's key.
+    pub const SLOT_ENTRY_KEY: u32 = 0;
+    /// Offset of an entry's value.
+    pub const SLOT_ENTRY_VALUE: u32 = 32;
+    /// Offset of an entry's generation.
+    pub const SLOT_ENTRY_GENERATION: u32 = 64;
 }
 
 /// Index of the generic helper in the helper table: `fn(ctx, opcode: u8, pc: u64) -> u8`.
@@ -56,6 +68,10 @@ pub struct JitCtx {
     pub resume_pc: u64,
     /// The helper table.
     pub helpers: *const *const (),
+    /// The slot cache's entries (see [`SlotCache`]); compiled code looks SLOADs up here.
+    pub slot_table: *const SlotEntry,
+    /// The generation of this run: entries stamped with another are empty.
+    pub slot_generation: u64,
     // Rust-only fields below.
     pub(crate) interp: *mut Interpreter<EthInterpreter>,
     pub(crate) host: *mut (),
@@ -63,14 +79,20 @@ pub struct JitCtx {
     pub(crate) slots: *mut SlotCache,
 }
 
-/// Entries of [`SlotCache`] (a power of two).
-const SLOT_CACHE_ENTRIES: usize = 1024;
+/// log2 of the number of entries of [`SlotCache`].
+pub const SLOT_CACHE_BITS: u32 = 10;
+const SLOT_CACHE_ENTRIES: usize = 1 << SLOT_CACHE_BITS;
+/// The multiplier of the slot cache's hash (see [`SlotCache::index`]; the compiled code
+/// computes the same).
+pub const SLOT_HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// One entry of the slot cache, in the layout compiled code reads.
 #[derive(Clone, Copy)]
-struct SlotEntry {
-    generation: u32,
+#[repr(C)]
+pub struct SlotEntry {
     key: U256,
     value: U256,
+    generation: u64,
 }
 
 /// The storage slots one run of a compiled frame has read or written, with their current
@@ -84,7 +106,7 @@ struct SlotEntry {
 /// SLOAD, its static gas, which the compiled block has already charged, and changes nothing in
 /// the journal. One cache serves an EVM's every frame, one run at a time.
 pub struct SlotCache {
-    generation: u32,
+    generation: u64,
     entries: Box<[SlotEntry]>,
 }
 
@@ -111,18 +133,18 @@ impl SlotCache {
         }
     }
 
-    /// The entry a key maps to. Solidity's keys are small integers or keccak hashes; folding
-    /// the limbs and taking the top bits of a multiplicative hash spreads both.
-    fn index(key: &U256) -> usize {
-        let l = key.as_limbs();
-        let folded = l[0] ^ l[1].rotate_left(16) ^ l[2].rotate_left(32) ^ l[3].rotate_left(48);
-        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_CACHE_ENTRIES.trailing_zeros()))
-            as usize
+    /// The entries, for compiled code, and the generation of the current run.
+    pub(crate) fn table(&self) -> (*const SlotEntry, u64) {
+        (self.entries.as_ptr(), self.generation)
     }
 
-    fn get(&self, key: &U256) -> Option<U256> {
-        let e = &self.entries[Self::index(key)];
-        (e.generation == self.generation && e.key == *key).then_some(e.value)
+    /// The entry a key maps to. Solidity's keys are small integers or keccak hashes; folding
+    /// the limbs and taking the top bits of a multiplicative hash spreads both. The compiled
+    /// code's SLOAD computes the same index.
+    pub fn index(key: &U256) -> usize {
+        let l = key.as_limbs();
+        let folded = l[0] ^ l[1].rotate_left(16) ^ l[2].rotate_left(32) ^ l[3].rotate_left(48);
+        (folded.wrapping_mul(SLOT_HASH_MUL) >> (64 - SLOT_CACHE_BITS)) as usize
     }
 
     fn insert(&mut self, key: U256, value: U256) {
@@ -206,22 +228,11 @@ pub(crate) unsafe extern "C" fn generic<H: Host>(ctx: *mut JitCtx, op: u8, pc: u
     let ctx = unsafe { &mut *ctx };
     // SAFETY: the glue points `slots` at the EVM's cache for the whole run.
     let slots = unsafe { &mut *ctx.slots };
-    // SLOAD and SSTORE see the slot cache; the block-entry check guarantees their operands.
+    // SLOAD and SSTORE fill the slot cache.
     let top = ctx.stack.wrapping_add(ctx.stack_len as usize).wrapping_sub(1);
-    let stored = match op {
-        opcode::SLOAD => {
-            // SAFETY: SLOAD's block checked that the stack holds its operand.
-            let key = unsafe { top.read() };
-            if let Some(value) = slots.get(&key) {
-                unsafe { top.write(value) };
-                return 0;
-            }
-            Some(key)
-        }
-        // SAFETY: as above, for SSTORE's two operands.
-        opcode::SSTORE => Some(unsafe { top.read() }),
-        _ => None,
-    };
+    // SAFETY: their blocks checked that the stack holds their operands. (The compiled SLOAD
+    // has already looked the slot up: it comes here on a miss.)
+    let stored = matches!(op, opcode::SLOAD | opcode::SSTORE).then(|| unsafe { top.read() });
     let stored_value = (op == opcode::SSTORE).then(|| unsafe { top.wrapping_sub(1).read() });
     let interp = unsafe { &mut *ctx.interp };
     // SAFETY: compiled code keeps the length within the buffer's capacity (1024) and every
@@ -396,6 +407,12 @@ mod tests {
         assert_eq!(offset_of!(JitCtx, mem_len) as u32, offsets::MEM_LEN);
         assert_eq!(offset_of!(JitCtx, resume_pc) as u32, offsets::RESUME_PC);
         assert_eq!(offset_of!(JitCtx, helpers) as u32, offsets::HELPERS);
+        assert_eq!(offset_of!(JitCtx, slot_table) as u32, offsets::SLOT_TABLE);
+        assert_eq!(offset_of!(JitCtx, slot_generation) as u32, offsets::SLOT_GENERATION);
+        assert_eq!(size_of::<SlotEntry>() as u32, offsets::SLOT_ENTRY_SIZE);
+        assert_eq!(offset_of!(SlotEntry, key) as u32, offsets::SLOT_ENTRY_KEY);
+        assert_eq!(offset_of!(SlotEntry, value) as u32, offsets::SLOT_ENTRY_VALUE);
+        assert_eq!(offset_of!(SlotEntry, generation) as u32, offsets::SLOT_ENTRY_GENERATION);
     }
 
     #[test]
