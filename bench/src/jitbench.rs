@@ -132,6 +132,58 @@ pub fn hex_case(arg: &str) -> Result<Case, String> {
     })
 }
 
+/// Where `burntpix` cases find revm's bytecode: relative to the repository root, as the
+/// default cases are, or else in this crate's source tree.
+fn burntpix_dir() -> std::path::PathBuf {
+    let relative = Path::new("bench/fixtures/revm-bench");
+    if relative.is_dir() {
+        relative.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/revm-bench")
+    }
+}
+
+/// `burntpix[@ITERATIONS]`: `run(0, ITERATIONS)` (default 20 000) on burntpix, the four
+/// contracts of revm's `burntpix` benchmark at their addresses, with the main contract's
+/// three storage slots holding the other three addresses, as revm's bench sets them up.
+pub fn burntpix_case(arg: &str) -> Result<Case, String> {
+    let iterations = match arg.split_once('@') {
+        Some((_, n)) => n.parse::<u64>().map_err(|e| format!("burntpix iterations {n}: {e}"))?,
+        None => 20_000,
+    };
+    let addr = |s: &str| s.parse::<Address>().expect("address literal");
+    let main = addr("0x49206861766520746f6f206d7563682074696d65");
+    let one = addr("0x0a743ba7304efcc9e384ece9be7631e2470e401e");
+    let two = addr("0xc917e98213a05d271adc5d93d2fee6c1f1006f75");
+    let three = addr("0xf529c70db0800449ebd81fbc6e4221523a989f05");
+    let mut db = CacheDB::new(EmptyDB::default());
+    account(&mut db, CALLER, U256::from(10).pow(U256::from(24)), 0, Bytes::new());
+    let dir = burntpix_dir();
+    for (at, file) in [(one, "one"), (main, "two"), (two, "three"), (three, "four")] {
+        let path = dir.join(format!("burntpix_bytecode_{file}.hex"));
+        let read = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
+        let code = alloy_primitives::hex::decode(read?.trim())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        account(&mut db, at, U256::ZERO, 1, code.into());
+    }
+    for (slot, holds) in [(0u64, three), (1, one), (2, two)] {
+        let word = U256::from_be_slice(holds.as_slice());
+        db.insert_account_storage(main, U256::from(slot), word).map_err(|e| e.to_string())?;
+    }
+    alloy_sol_types::sol! { function run(uint32 seed, uint256 iterations) returns (string); }
+    let input = runCall { seed: 0, iterations: U256::from(iterations) }.abi_encode();
+    Ok(Case {
+        name: if iterations == 20_000 {
+            "burntpix".into()
+        } else {
+            format!("burntpix@{iterations}")
+        },
+        db,
+        tx: call(CALLER, main, input.into(), 10_000_000_000),
+        spec: SpecId::CANCUN,
+    })
+}
+
 /// An ERC-20 `transfer` on the workspace's OpenZeppelin token, from a holder with a balance.
 pub fn erc20_case() -> Case {
     let (code, storage) = crate::workload::token_runtime();
@@ -279,12 +331,15 @@ pub fn run_case(case: Case, runs: usize, opt: jit::OptLevel) -> Result<JitResult
     })
 }
 
-/// The cases named by `args`: state-test JSON files, `.hex[@calldata]` files, or `erc20`.
+/// The cases named by `args`: state-test JSON files, `.hex[@calldata]` files, `burntpix[@N]`
+/// or `erc20`.
 pub fn cases(args: &[String]) -> Result<Vec<Case>, String> {
     let mut out = Vec::new();
     for a in args {
         if a == "erc20" {
             out.push(erc20_case());
+        } else if a == "burntpix" || a.starts_with("burntpix@") {
+            out.push(burntpix_case(a)?);
         } else if a.split('@').next().is_some_and(|f| f.ends_with(".hex")) {
             out.push(hex_case(a)?);
         } else {
@@ -300,4 +355,22 @@ pub fn geomean(ratios: &[f64]) -> f64 {
         return 0.0;
     }
     (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The burntpix setup is revm's: `run` succeeds and returns the SVG it draws.
+    #[test]
+    fn burntpix_draws_an_svg() {
+        let case = burntpix_case("burntpix@5").unwrap();
+        assert_eq!(case.name, "burntpix@5");
+        let mut evm = ctx(case.db, case.spec).build_mainnet();
+        let out = evm.transact(case.tx).unwrap().result;
+        assert!(out.is_success(), "{out:?}");
+        let svg = String::from_utf8_lossy(out.output().unwrap());
+        assert!(svg.contains("<svg"), "{svg}");
+        assert!(burntpix_case("burntpix@x").is_err());
+    }
 }
