@@ -495,10 +495,11 @@ fn latency(
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     // One sender per transfer keeps every transaction independent of the one before.
     let prepared = workload::prepare(Kind::Eth, 11, txs, txs);
+    let defaults = sequencer::Config::default().blocks;
     let settings = RunSettings {
         block_time,
-        mini_block_time: sequencer::Config::default().blocks.mini_block_interval,
-        mini_block_gather: sequencer::Config::default().blocks.mini_block_gather,
+        mini_block_time: defaults.mini_block_interval,
+        mini_block_gather: defaults.mini_block_gather,
         batch: 1,
         connections: 1,
         witnesses: true,
@@ -624,11 +625,11 @@ fn measure_on(
     settings: &RunSettings,
     json: bool,
     (machine, command): (&machine::Machine, &str),
-    cpus: (usize, bool),
+    (given, restricted): (usize, bool),
 ) -> Result<Vec<serde_json::Value>, target::RunError> {
     // What the kernel lets this thread use now, to check the restriction took.
-    let allowed_now = numa::current_affinity().len();
-    let spinner = progress::spinner(json, format!("baselines on {} CPUs", cpus.0));
+    let cpus = bench::summary::Cpus { given, restricted, allowed: numa::current_affinity().len() };
+    let spinner = progress::spinner(json, format!("baselines on {given} CPUs"));
     let measure_baseline = |parallel: bool| {
         let mut all: Vec<baseline::StageTimes> =
             (0..runs).map(|_| baseline::run(prepared, block_txs, parallel)).collect();
@@ -664,8 +665,6 @@ fn measure_on(
                 cpus,
             },
         );
-        let mut result = result;
-        result["cpus_allowed"] = serde_json::json!(allowed_now);
         if json {
             println!("{result}");
         }
@@ -1170,6 +1169,8 @@ fn jit_bench(args: &[String], runs: usize, opt: OptArg, json: bool) -> Result<()
     } else {
         args.to_vec()
     };
+    // Every case is read before anything is printed: a bad argument is only an error.
+    let cases = bench::jitbench::cases(&args)?;
     let (machine, command) = machine_and_command(json);
     if !json {
         println!("median of {runs} runs per engine, alternating; opt level {opt:?}\n");
@@ -1179,7 +1180,7 @@ fn jit_bench(args: &[String], runs: usize, opt: OptArg, json: bool) -> Result<()
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     }
     let (mut all, mut ratios) = (Vec::new(), Vec::new());
-    for case in bench::jitbench::cases(&args)? {
+    for case in cases {
         let r = bench::jitbench::run_case(case, runs.max(1), opt)?;
         all.push(r.ratio);
         if r.declined.is_empty() {

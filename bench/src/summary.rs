@@ -34,9 +34,19 @@ pub struct Context<'a> {
     pub machine: &'a machine::Machine,
     /// The command line.
     pub command: &'a str,
-    /// CPUs the run was given, and whether that was fewer than the process may use
-    /// (`--cpus`).
-    pub cpus: (usize, bool),
+    /// The CPUs of the run.
+    pub cpus: Cpus,
+}
+
+/// The CPUs a run was given.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpus {
+    /// How many.
+    pub given: usize,
+    /// Fewer than the process may use (`--cpus`).
+    pub restricted: bool,
+    /// What the kernel let the measuring thread use, to show the restriction took.
+    pub allowed: usize,
 }
 
 /// Quantiles at which the latency CDF is sampled for plots.
@@ -124,8 +134,9 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
         },
         "latency_cdf_us": CDF_POINTS.iter().map(|&p| json!([p, q(p)])).collect::<Vec<_>>(),
         "peak_rss_mib": med(runs.iter().map(|r| r.peak_rss_bytes as f64 / (1 << 20) as f64)),
-        "cpus": cx.cpus.0,
-        "cpus_restricted": cx.cpus.1,
+        "cpus": cx.cpus.given,
+        "cpus_restricted": cx.cpus.restricted,
+        "cpus_allowed": cx.cpus.allowed,
         "runs": runs.len(),
         "accounts": cx.accounts,
         "txs": cx.txs,

@@ -74,7 +74,7 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
             base_seq: &base_seq,
             machine: &machine,
             command: "test",
-            cpus: (2, false),
+            cpus: summary::Cpus { given: 2, restricted: false, allowed: 2 },
         },
     );
     let ours = 120.0 / run.elapsed.as_secs_f64();

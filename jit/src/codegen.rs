@@ -369,19 +369,36 @@ impl<'ctx> Gen<'_, 'ctx> {
         let inst = &self.a.insts[k];
         self.store_field(offsets::STACK_LEN, self.cur_len()?)?;
         self.store_field(offsets::GAS, self.gas)?;
-        let generic_fn = self.helper_fn(HELPER_GENERIC)?;
+        let (op, pc) = (inst.op, inst.pc);
+        let args = [
+            self.ctx.into(),
+            self.i8.const_int(u64::from(op), false).into(),
+            self.i64.const_int(pc as u64, false).into(),
+        ];
+        self.call_checked(HELPER_GENERIC, self.generic_ty, &args)?;
+        self.gas = self.load_field(offsets::GAS, self.i64)?;
+        let (inputs, outputs) = stack_io(op);
+        if keep_len {
+            self.off += outputs as i64 - inputs as i64;
+        } else {
+            self.len_base = self.load_field(offsets::STACK_LEN, self.i64)?;
+            self.off = 0;
+        }
+        Ok(())
+    }
+
+    /// Calls helper `index` with `args`; a non-zero status (an error, or a CALL's suspension)
+    /// returns it from the compiled function at once, as revm's run loop stops on it.
+    fn call_checked(
+        &mut self,
+        index: u32,
+        ty: FunctionType<'ctx>,
+        args: &[inkwell::values::BasicMetadataValueEnum<'ctx>],
+    ) -> Result<(), CodegenError> {
+        let f = self.helper_fn(index)?;
         let st = self
             .b
-            .build_indirect_call(
-                self.generic_ty,
-                generic_fn,
-                &[
-                    self.ctx.into(),
-                    self.i8.const_int(u64::from(inst.op), false).into(),
-                    self.i64.const_int(inst.pc as u64, false).into(),
-                ],
-                "st",
-            )?
+            .build_indirect_call(ty, f, args, "st")?
             .try_as_basic_value()
             .basic()
             .expect("returns u8")
@@ -393,14 +410,6 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(fail);
         self.b.build_return(Some(&st))?;
         self.b.position_at_end(ok);
-        self.gas = self.load_field(offsets::GAS, self.i64)?;
-        let (inputs, outputs) = stack_io(inst.op);
-        if keep_len {
-            self.off += outputs as i64 - inputs as i64;
-        } else {
-            self.len_base = self.load_field(offsets::STACK_LEN, self.i64)?;
-            self.off = 0;
-        }
         Ok(())
     }
 
@@ -435,25 +444,16 @@ impl<'ctx> Gen<'_, 'ctx> {
         let d = self.peek(1)?;
         let b = &self.b;
         let zero = self.i256.const_zero();
-        let (na, nd) = if signed {
-            (
-                b.build_int_compare(IntPredicate::SLT, a, zero, "")?,
-                b.build_int_compare(IntPredicate::SLT, d, zero, "")?,
-            )
-        } else {
-            let f = self.cx.bool_type().const_zero();
-            (f, f)
+        // Sign and magnitude (unsigned operands: positive, themselves).
+        let sign_mag = |v: IntValue<'ctx>| -> Result<_, CodegenError> {
+            if !signed {
+                return Ok((self.cx.bool_type().const_zero(), v));
+            }
+            let neg = b.build_int_compare(IntPredicate::SLT, v, zero, "")?;
+            let mag = b.build_select(neg, b.build_int_sub(zero, v, "")?, v, "")?;
+            Ok((neg, mag.into_int_value()))
         };
-        let ma = if signed {
-            b.build_select(na, b.build_int_sub(zero, a, "")?, a, "")?.into_int_value()
-        } else {
-            a
-        };
-        let md = if signed {
-            b.build_select(nd, b.build_int_sub(zero, d, "")?, d, "")?.into_int_value()
-        } else {
-            d
-        };
+        let ((na, ma), (nd, md)) = (sign_mag(a)?, sign_mag(d)?);
         let c128 = self.i256.const_int(128, false);
         let c64 = self.i256.const_int(64, false);
         let a_fits = b.build_int_compare(
@@ -627,13 +627,12 @@ impl<'ctx> Gen<'_, 'ctx> {
             .into_int_value())
     }
 
-    /// A memory access of `width` bytes at `offset` (stack item `at_item`), done natively by
+    /// A memory access of `width` bytes at `offset` (the top stack item), done natively by
     /// `access` (given the address): at once when the frame's memory already covers it, else
     /// after the memory-growth helper has grown memory and charged for it as revm does (an
     /// error there halts the frame, as revm's instruction would).
     fn mem_access(
         &mut self,
-        at_item: i64,
         offset: IntValue<'ctx>,
         width: u64,
         access: impl Fn(&Self, PointerValue<'ctx>) -> Result<(), CodegenError>,
@@ -653,29 +652,12 @@ impl<'ctx> Gen<'_, 'ctx> {
         let entry_gas = self.gas;
 
         self.b.position_at_end(grow);
-        let item = self.slot(at_item)?;
+        let item = self.slot(0)?;
         self.store_field(offsets::GAS, self.gas)?;
-        let grow_fn = self.helper_fn(HELPER_MEM_GROW)?;
-        let st = self
-            .b
-            .build_indirect_call(
-                self.grow_ty,
-                grow_fn,
-                &[self.ctx.into(), item.into(), self.i64.const_int(width, false).into()],
-                "st",
-            )?
-            .try_as_basic_value()
-            .basic()
-            .expect("returns u8")
-            .into_int_value();
-        let failed = self.new_bb("mem_grow_failed");
-        let grown = self.new_bb("mem_grown");
-        let c = self.b.build_int_compare(IntPredicate::NE, st, self.i8.const_zero(), "")?;
-        self.b.build_conditional_branch(c, failed, grown)?;
-        self.b.position_at_end(failed);
-        // A halt: as after a failed helper call, the frame's gas and stack no longer matter.
-        self.b.build_return(Some(&st))?;
-        self.b.position_at_end(grown);
+        let args = [self.ctx.into(), item.into(), self.i64.const_int(width, false).into()];
+        // An error halts the frame, as after any helper: its gas and stack no longer matter.
+        self.call_checked(HELPER_MEM_GROW, self.grow_ty, &args)?;
+        let grown = self.b.get_insert_block().expect("in a block");
         let grown_gas = self.load_field(offsets::GAS, self.i64)?;
         self.b.build_unconditional_branch(at)?;
 
@@ -813,7 +795,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             opcode::POP => self.off -= 1,
             opcode::MLOAD => {
                 let offset = self.peek(0)?;
-                self.mem_access(0, offset, 32, |g, p| {
+                self.mem_access(offset, 32, |g, p| {
                     let v = g.b.build_load(g.i256, p, "")?;
                     v.as_instruction_value().expect("load").set_alignment(1).ok();
                     let v = g.bswap(v.into_int_value())?;
@@ -824,7 +806,7 @@ impl<'ctx> Gen<'_, 'ctx> {
                 let offset = self.peek(0)?;
                 let value = self.peek(1)?;
                 let width = if op == opcode::MSTORE { 32 } else { 1 };
-                self.mem_access(0, offset, width, |g, p| {
+                self.mem_access(offset, width, |g, p| {
                     if width == 32 {
                         let v = g.bswap(value)?;
                         g.b.build_store(p, v)?.set_alignment(1).ok();

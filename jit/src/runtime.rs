@@ -105,7 +105,7 @@ pub struct SlotEntry {
 /// so an entry never outlives that window. A hit then costs exactly what revm charges a warm
 /// SLOAD, its static gas, which the compiled block has already charged, and changes nothing in
 /// the journal. One cache serves an EVM's every frame, one run at a time.
-pub struct SlotCache {
+pub(crate) struct SlotCache {
     generation: u64,
     entries: Box<[SlotEntry]>,
 }
@@ -125,12 +125,8 @@ impl SlotCache {
             let empty = SlotEntry { generation: 0, key: U256::ZERO, value: U256::ZERO };
             self.entries = vec![empty; SLOT_CACHE_ENTRIES].into_boxed_slice();
         }
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            // Generation 0 marks never-filled entries: after a wrap, clear them for real.
-            self.entries.iter_mut().for_each(|e| e.generation = 0);
-            self.generation = 1;
-        }
+        // Generation 0 marks never-filled entries; a u64 counter does not wrap.
+        self.generation += 1;
     }
 
     /// The entries, for compiled code, and the generation of the current run.
@@ -141,7 +137,7 @@ impl SlotCache {
     /// The entry a key maps to. Solidity's keys are small integers or keccak hashes; folding
     /// the limbs and taking the top bits of a multiplicative hash spreads both. The compiled
     /// code's SLOAD computes the same index.
-    pub fn index(key: &U256) -> usize {
+    fn index(key: &U256) -> usize {
         let l = key.as_limbs();
         let folded = l[0] ^ l[1].rotate_left(16) ^ l[2].rotate_left(32) ^ l[3].rotate_left(48);
         (folded.wrapping_mul(SLOT_HASH_MUL) >> (64 - SLOT_CACHE_BITS)) as usize

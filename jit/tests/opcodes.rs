@@ -142,7 +142,8 @@ fn memory_growth_is_charged_and_refused_as_revm_does() {
 #[test]
 fn a_slot_read_after_a_call_sees_what_the_child_wrote() {
     // Stores 1 in slot 0 and reads it; calls itself with one byte of calldata, which stores
-    // 2 there; then reads slot 0 twice and returns the sum. A stale cached read would give 3.
+    // 2 there; then reads slot 0 twice and returns the sum, 4. A stale cached read would
+    // give 2.
     let code = "36602a5760016000556000545060006000600160006000305af15060005460005401\
                 60005260206000f35b600260005500";
     check(code, "", 200_000);

@@ -1066,12 +1066,18 @@ mod tests {
         )
     }
 
+    /// A default config with its data in `dir` and p2p on any free port.
+    fn test_config(dir: &std::path::Path) -> Config {
+        let mut config = Config::default();
+        config.storage.datadir = Some(dir.to_path_buf());
+        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        config
+    }
+
     #[test]
     fn under_a_trickle_a_mini_block_gathers_what_arrives_within_the_gather_time() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.storage.datadir = Some(dir.path().to_path_buf());
-        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        let mut config = test_config(dir.path());
         config.blocks.mini_block_interval = Duration::from_millis(500);
         config.blocks.mini_block_gather = Duration::from_millis(200);
         let node = Node::start(config, true).unwrap();
@@ -1100,9 +1106,7 @@ mod tests {
     #[test]
     fn a_stopped_sequencer_takes_nothing_new_and_keeps_what_it_sealed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.storage.datadir = Some(dir.path().to_path_buf());
-        config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        let config = test_config(dir.path());
         let node = Node::start(config.clone(), true).unwrap();
         let hash = node.submit_raw(transfer(0)).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
