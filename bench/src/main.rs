@@ -298,6 +298,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Named, so that `bench run` can tell sender recovery's CPU time from the node's threads.
     let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rayon-{i}")).build_global();
+    // The allocator setting a sequencer starts with (`memory.allocator_purge_ms`), for the whole
+    // process: the baselines and our pipeline run in one process and get the same allocator.
+    numa::set_allocator_purge_delay(sequencer::Config::default().memory.allocator_purge_ms);
     match cli.command {
         Command::Prover { workloads, accounts, txs, block_txs, seed, json } => {
             match prover_bench(&workloads, accounts, txs, block_txs.max(1), seed, json) {

@@ -95,6 +95,11 @@ pub struct MemoryConfig {
     pub bind: bool,
     /// State table shards (a power of two), spread over the nodes in use. Default 64.
     pub shards: usize,
+    /// How long the process allocator (mimalloc) keeps freed memory before returning it to the
+    /// operating system, in milliseconds; -1 keeps it for reuse. Default -1: NOMT and the
+    /// block pipeline free and re-allocate buffers of many MiB every block, and memory handed
+    /// back in between costs a page fault and a zeroed page (2 MiB with THP) to get again.
+    pub allocator_purge_ms: i64,
 }
 
 impl Default for MemoryConfig {
@@ -105,6 +110,7 @@ impl Default for MemoryConfig {
             expected_state_mib: 1024,
             bind: true,
             shards: 64,
+            allocator_purge_ms: -1,
         }
     }
 }
@@ -114,6 +120,9 @@ impl MemoryConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !self.shards.is_power_of_two() || self.shards > 4096 {
             return Err(("memory.shards", format!("{} is not a power of two ≤ 4096", self.shards)));
+        }
+        if self.allocator_purge_ms < -1 {
+            return Err(("memory.allocator_purge_ms", "must be -1 (keep) or at least 0".into()));
         }
         if self.region_mib < 64 {
             return Err(("memory.region_mib", "must be at least 64".into()));

@@ -17,7 +17,8 @@ mod probe;
 mod topology;
 
 pub use arena::{
-    ArenaSettings, ArenaStats, NodeAlloc, NodeArena, SettingsConflict, configure, settings,
+    ArenaSettings, ArenaStats, NodeAlloc, NodeArena, SettingsConflict, allocator_purge_delay,
+    configure, set_allocator_purge_delay, settings,
 };
 pub use check::{Finding, Level, StorageNeeds, check, failed};
 pub use config::{HostConfig, HugePages, MemoryConfig, Profile};

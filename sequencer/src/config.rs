@@ -561,6 +561,11 @@ mod tests {
 
         let fork: Config = toml::from_str("[chain]\nhardfork = \"byzantium2\"").unwrap();
         assert!(fork.validate().unwrap_err().to_string().contains("chain.hardfork"));
+
+        let purge: Config = toml::from_str("[memory]\nallocator_purge_ms = -2").unwrap();
+        assert!(purge.validate().unwrap_err().to_string().contains("memory.allocator_purge_ms"));
+        let purge: Config = toml::from_str("[memory]\nallocator_purge_ms = 250").unwrap();
+        purge.validate().unwrap();
     }
 
     #[test]

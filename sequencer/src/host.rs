@@ -40,6 +40,7 @@ impl Placement {
     /// Probes `/sys`, checks, and plans. Failures refuse the start under the `server` profile;
     /// under `laptop` they are logged as warnings and the sequencer degrades.
     pub fn prepare(config: &Config, datadir: Option<&Path>) -> Result<Self, HostError> {
+        numa::set_allocator_purge_delay(config.memory.allocator_purge_ms);
         let host = &config.host;
         let report = match HostReport::probe(Path::new("/sys")) {
             Ok(report) => report,

@@ -90,6 +90,7 @@ pub fn propose(topology: &Topology, profile: Profile, expected_state_mib: u64) -
         expected_state_mib,
         bind: true,
         shards: (cores * 2).next_power_of_two().clamp(64, 4096),
+        allocator_purge_ms: MemoryConfig::default().allocator_purge_ms,
     };
     let keys = (expected_state_mib << 20) / BYTES_PER_KEY;
     let nomt_buckets = (keys / 16).max(16_384).next_power_of_two().min(1 << 31) as u32;
@@ -316,6 +317,11 @@ pub fn render(proposal: &Proposal, topology: &Topology) -> String {
     let _ = writeln!(out, "bind = {}", m.bind);
     let _ = writeln!(out, "# Account-table shards, spread over the nodes: two per core.");
     let _ = writeln!(out, "shards = {}", m.shards);
+    let _ = writeln!(
+        out,
+        "# Freed heap memory kept for reuse (ms before it goes back to the OS; -1: kept)."
+    );
+    let _ = writeln!(out, "allocator_purge_ms = {}", m.allocator_purge_ms);
     out
 }
 
