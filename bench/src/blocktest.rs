@@ -248,12 +248,17 @@ fn produce(
         .map_err(|field| fail(format!("our {field} differs from Ethereum's")))?;
     let (diff, mut reads) = overlay.into_parts();
     reads.normalize();
+    // The pre-state as the sequencer's builder captures it; the prover's check of the witness
+    // against the parent root then checks the capture too.
+    let mut known = memstate::witness::PreImages::default();
+    known.capture(state, &reads, &diff);
     let wiped = state.apply(&diff);
     let (root, witness) = memstate::witness::commit_with_witness(
         nomt,
         &diff,
         &wiped,
         &reads,
+        &known,
         |h| state.code_by_hash(h).map(|c| c.original_bytes()),
         |n| hashes.get(&n).copied(),
     )

@@ -16,7 +16,10 @@ use std::{
 
 use alloy_primitives::B256;
 use chain_rpc::chain::{ExecutedTx, build_header};
-use memstate::{MemState, NoBlockHashes, genesis_diff, nomt_ops, witness::commit_with_witness};
+use memstate::{
+    MemState, NoBlockHashes, genesis_diff, nomt_ops,
+    witness::{PreImages, commit_with_witness},
+};
 use nomt::{Nomt, Options, SessionParams, hasher::Blake3Hasher};
 use prover::{BlockInput, verify_block};
 use sequencer::exec::execute_batch;
@@ -69,6 +72,8 @@ pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<ProverResul
         let env = workload::block_env(number);
         let t = Instant::now();
         let out = execute_batch(&state, NoBlockHashes, rules, &env, block.to_vec(), u64::MAX, None);
+        let mut known = PreImages::default();
+        known.capture(&state, &out.reads, &out.diff);
         let wiped = state.apply(&out.diff);
         let mut reads = out.reads;
         reads.normalize();
@@ -78,6 +83,7 @@ pub fn measure(p: &Prepared, name: &str, block_txs: usize) -> Result<ProverResul
             &out.diff,
             &wiped,
             &reads,
+            &known,
             |h| state.code_by_hash(h).map(|c| c.original_bytes()),
             |_| None,
         )

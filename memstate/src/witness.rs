@@ -5,10 +5,11 @@
 //! ([`VerifiedWitness::covers`]) and recomputes the post-state root from the proof and the
 //! block's writes ([`VerifiedWitness::post_root`], NOMT's own update logic).
 //!
-//! The sequencer builds a witness while it commits the block ([`pre_state`] reads the values
-//! from NOMT at the parent root, in the session whose witness supplies the proof).
+//! The sequencer builds a witness while it commits the block: [`pre_state`] takes the values
+//! the block builder captured before each mini-block ([`PreImages`]) and reads the rest from
+//! NOMT at the parent root, in the session whose witness supplies the proof.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
@@ -102,10 +103,60 @@ fn decode_account(value: &[u8]) -> Result<AccountData, String> {
     })
 }
 
-/// Reads, through `read` (NOMT's session at the parent root), the pre-state of every key the
-/// block touched: those `reads` recorded and those `diff` and `wiped` write.
+/// The pre-block values of the keys a block touches, captured by the block builder from its
+/// state just before each mini-block's diff is applied ([`PreImages::capture`]): a key the
+/// block has not touched before still holds its pre-block value there. With them the
+/// committer builds the witness without reading those keys back from NOMT.
+///
+/// A slot of an account whose storage an earlier mini-block of the block cleared (deletion
+/// or re-creation) is not captured after that: the state no longer holds its pre-block value.
+/// Such keys, and any other key not captured, are read from NOMT.
+#[derive(Clone, Debug, Default)]
+pub struct PreImages {
+    accounts: HashMap<Address, Option<AccountData>>,
+    slots: HashMap<(Address, U256), U256>,
+    cleared: std::collections::HashSet<Address>,
+}
+
+impl PreImages {
+    /// Records, from `state` (the state before `diff` is applied), the value of every key
+    /// `reads` lists or `diff` writes that this block has not touched yet.
+    pub fn capture(&mut self, state: &MemState, reads: &ReadSet, diff: &StateDiff) {
+        for address in reads.accounts.iter().chain(diff.accounts.keys()) {
+            self.accounts.entry(*address).or_insert_with(|| state.account(address));
+        }
+        let written = diff.accounts.iter().flat_map(|(a, c)| c.storage.keys().map(|s| (*a, *s)));
+        for (address, slot) in reads.slots.iter().copied().chain(written) {
+            if !self.cleared.contains(&address) {
+                self.slots.entry((address, slot)).or_insert_with(|| state.storage(&address, &slot));
+            }
+        }
+        for (address, change) in &diff.accounts {
+            if change.storage_cleared || change.info.is_none() {
+                self.cleared.insert(*address);
+            }
+        }
+    }
+
+    /// Keys captured.
+    pub fn len(&self) -> usize {
+        self.accounts.len() + self.slots.len()
+    }
+
+    /// Nothing captured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads the pre-state of every key the block touched (those `reads` recorded and those
+/// `diff` and `wiped` write): from `known` where it has the key, otherwise through `read`
+/// (NOMT's session at the parent root), after passing every key path to `warm_up` (NOMT
+/// fetches its pages meanwhile). Each key path is hashed once.
 pub fn pre_state(
     read: impl Fn(&[u8; 32]) -> Result<Option<Vec<u8>>, String>,
+    warm_up: impl Fn(&[u8; 32]),
+    known: &PreImages,
     diff: &StateDiff,
     wiped: &[(Address, U256)],
     reads: &ReadSet,
@@ -123,37 +174,82 @@ pub fn pre_state(
         .collect();
     slots.sort_unstable();
     slots.dedup();
-    let mut ops: BTreeMap<[u8; 32], KeyReadWrite> = nomt_ops(diff, wiped).into_iter().collect();
+    let accounts: Vec<_> = accounts.into_iter().map(|a| (account_key(&a), a)).collect();
+    let slots: Vec<_> = slots.into_iter().map(|(a, s)| (slot_key(&a, &s), a, s)).collect();
+    for key in accounts.iter().map(|a| &a.0).chain(slots.iter().map(|s| &s.0)) {
+        warm_up(key);
+    }
+    let wiped: std::collections::HashSet<&(Address, U256)> = wiped.iter().collect();
+    // In debug builds every captured value is checked against NOMT.
+    let check = |key: &[u8; 32], captured: Option<&[u8]>| -> Result<(), WitnessError> {
+        if cfg!(debug_assertions) {
+            let stored = read(key).map_err(WitnessError::Nomt)?;
+            assert_eq!(stored.as_deref(), captured, "captured pre-state differs from NOMT");
+        }
+        Ok(())
+    };
+    let mut ops = Vec::with_capacity(accounts.len() + slots.len());
     let mut pre_accounts = Vec::with_capacity(accounts.len());
-    for address in accounts {
-        let key = account_key(&address);
-        let value = read(&key).map_err(WitnessError::Nomt)?;
-        let data = match &value {
-            Some(v) => Some(decode_account(v).map_err(WitnessError::Nomt)?),
-            None => None,
+    for (key, address) in accounts {
+        let data = match known.accounts.get(&address) {
+            Some(data) => {
+                check(&key, data.map(|d| account_value(&d)).as_deref())?;
+                *data
+            }
+            None => match read(&key).map_err(WitnessError::Nomt)? {
+                Some(v) => Some(decode_account(&v).map_err(WitnessError::Nomt)?),
+                None => None,
+            },
         };
-        ops.entry(key).or_insert(KeyReadWrite::Read(value));
+        let op = match diff.accounts.get(&address) {
+            Some(change) => KeyReadWrite::Write(change.info.map(|info| account_value(&info))),
+            None => KeyReadWrite::Read(data.map(|d| account_value(&d))),
+        };
+        ops.push((key, op));
         pre_accounts.push((address, data));
     }
     let mut pre_slots = Vec::with_capacity(slots.len());
-    for (address, slot) in slots {
-        let key = slot_key(&address, &slot);
-        let value = read(&key).map_err(WitnessError::Nomt)?;
-        let word = value.as_deref().map_or(U256::ZERO, U256::from_be_slice);
-        ops.entry(key).or_insert(KeyReadWrite::Read(value));
+    for (key, address, slot) in slots {
+        let word = match known.slots.get(&(address, slot)) {
+            Some(word) => {
+                check(
+                    &key,
+                    (!word.is_zero()).then(|| word.to_be_bytes::<32>()).as_ref().map(|b| &b[..]),
+                )?;
+                *word
+            }
+            None => read(&key)
+                .map_err(WitnessError::Nomt)?
+                .as_deref()
+                .map_or(U256::ZERO, U256::from_be_slice),
+        };
+        let written = diff.accounts.get(&address).and_then(|c| c.storage.get(&slot));
+        let op = match written {
+            Some(value) => {
+                KeyReadWrite::Write((!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec()))
+            }
+            None if wiped.contains(&(address, slot)) => KeyReadWrite::Write(None),
+            None => {
+                KeyReadWrite::Read((!word.is_zero()).then(|| word.to_be_bytes::<32>().to_vec()))
+            }
+        };
+        ops.push((key, op));
         pre_slots.push((address, slot, word));
     }
-    Ok(PreState { accounts: pre_accounts, slots: pre_slots, ops: ops.into_iter().collect() })
+    ops.sort_unstable_by_key(|op| op.0);
+    Ok(PreState { accounts: pre_accounts, slots: pre_slots, ops })
 }
 
 /// Commits a block's writes to `nomt` in a session with witness mode on, and returns the new
-/// root and the block's witness: its pre-state (the keys `reads` lists and those it writes),
-/// with `code` for the accounts' code and `block_hash` for the hashes it asked for.
+/// root and the block's witness: its pre-state (the keys `reads` lists and those it writes;
+/// from `known` where it has them, otherwise read from NOMT), with `code` for the accounts'
+/// code and `block_hash` for the hashes it asked for.
 pub fn commit_with_witness(
     nomt: &nomt::Nomt<Blake3Hasher>,
     diff: &StateDiff,
     wiped: &[(Address, U256)],
     reads: &ReadSet,
+    known: &PreImages,
     code: impl Fn(&B256) -> Option<Bytes>,
     block_hash: impl Fn(u64) -> Option<B256>,
 ) -> Result<(B256, Witness), WitnessError> {
@@ -171,15 +267,14 @@ pub fn commit_with_witness(
     let session = nomt.begin_session(
         nomt::SessionParams::default().witness_mode(nomt::WitnessMode::read_write()),
     );
-    // Fetch every key's trie pages ahead on NOMT's I/O workers, as the reads go on.
-    for address in reads.accounts.iter().chain(diff.accounts.keys()) {
-        session.warm_up(account_key(address));
-    }
-    for (address, slot) in &reads.slots {
-        session.warm_up(slot_key(address, slot));
-    }
-    let mut pre =
-        pre_state(|key| session.read(*key).map_err(|e| e.to_string()), diff, wiped, reads)?;
+    let mut pre = pre_state(
+        |key| session.read(*key).map_err(|e| e.to_string()),
+        |key| session.warm_up(*key),
+        known,
+        diff,
+        wiped,
+        reads,
+    )?;
     let mut codes = Vec::new();
     for (_, data) in &pre.accounts {
         if let Some(data) = data
@@ -576,12 +671,127 @@ mod tests {
             &diff,
             &[],
             &reads,
+            &PreImages::default(),
             |h| state.code_by_hash(h).map(|c| c.original_bytes()),
             |n| Some(B256::with_last_byte(n as u8)),
         )
         .unwrap();
         assert_eq!(B256::from(nomt.root().into_inner()), root);
         (dir, parent, root, diff, reads, witness)
+    }
+
+    /// A block of two mini-blocks: a key written by the first and read by the second, and an
+    /// account deleted by the first whose slot the second reads after re-creating it. The
+    /// values the builder captures must give the same witness and root as reading every key
+    /// from NOMT (and, in debug builds, `pre_state` checks each captured value against NOMT).
+    #[test]
+    fn captured_pre_images_give_the_witness_nomt_gives() {
+        let mut alloc = GenesisAlloc::new();
+        let account =
+            |balance: u64| GenesisAccount { balance: U256::from(balance), ..Default::default() };
+        alloc.insert(addr(0xa), account(100));
+        let mut b = account(5);
+        b.storage = Some([(U256::from(1), U256::from(7)), (U256::from(2), U256::from(9))].into());
+        alloc.insert(addr(0xb), b);
+        let mut c = account(1);
+        c.code = Some(Bytes::from_static(&[0x00]));
+        c.storage = Some([(U256::from(5), U256::from(3))].into());
+        alloc.insert(addr(0xc), c);
+        let state = MemState::from_genesis(&alloc);
+        let (dirs, nomts): (Vec<_>, Vec<_>) = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let nomt = open(dir.path());
+                let genesis = nomt.begin_session(nomt::SessionParams::default());
+                genesis
+                    .finish(nomt_ops(&genesis_diff(&alloc), &[]))
+                    .unwrap()
+                    .commit(&nomt)
+                    .unwrap();
+                (dir, nomt)
+            })
+            .unzip();
+        let parent = B256::from(nomts[0].root().into_inner());
+        let mut known = PreImages::default();
+        let mut all_reads = ReadSet::default();
+        let mut wiped = Vec::new();
+        let mut diffs = Vec::new();
+
+        // Mini-block 1: A pays, B's slot 1 changes, C is deleted.
+        let mut d1 = StateDiff::default();
+        let mut a = state.account(&addr(0xa)).unwrap();
+        a.balance -= U256::from(10);
+        d1.accounts.insert(addr(0xa), AccountDiff { info: Some(a), ..Default::default() });
+        let mut b = AccountDiff { info: state.account(&addr(0xb)), ..Default::default() };
+        b.storage.insert(U256::from(1), U256::from(8));
+        d1.accounts.insert(addr(0xb), b);
+        d1.accounts.insert(
+            addr(0xc),
+            AccountDiff { info: None, storage_cleared: true, ..Default::default() },
+        );
+        let r1 = ReadSet {
+            accounts: vec![addr(0xa), addr(0xb), addr(0xc)],
+            slots: vec![(addr(0xb), U256::from(1))],
+            block_hashes: vec![],
+        };
+        known.capture(&state, &r1, &d1);
+        wiped.extend(state.apply(&d1));
+        all_reads.extend(&r1);
+        diffs.push(d1);
+
+        // Mini-block 2: B's slots 1 and 2 change again, C is re-created and reads slot 5 (3
+        // before the block, 0 now), D is new.
+        let mut d2 = StateDiff::default();
+        let mut b = AccountDiff { info: state.account(&addr(0xb)), ..Default::default() };
+        b.storage.insert(U256::from(1), U256::from(10));
+        b.storage.insert(U256::from(2), U256::ZERO);
+        d2.accounts.insert(addr(0xb), b);
+        let c = AccountData { balance: U256::from(2), ..AccountData::EMPTY };
+        let mut c = AccountDiff { info: Some(c), storage_cleared: true, ..Default::default() };
+        c.storage.insert(U256::from(6), U256::from(1));
+        d2.accounts.insert(addr(0xc), c);
+        let d = AccountData { balance: U256::from(4), ..AccountData::EMPTY };
+        d2.accounts.insert(addr(0xd), AccountDiff { info: Some(d), ..Default::default() });
+        let r2 = ReadSet {
+            accounts: vec![addr(0xa), addr(0xc), addr(0xd)],
+            slots: vec![
+                (addr(0xb), U256::from(1)),
+                (addr(0xb), U256::from(2)),
+                (addr(0xc), U256::from(5)),
+            ],
+            block_hashes: vec![],
+        };
+        known.capture(&state, &r2, &d2);
+        wiped.extend(state.apply(&d2));
+        all_reads.extend(&r2);
+        diffs.push(d2);
+        assert_eq!(known.len(), 4 + 2, "C's slot 5 is read after C was cleared: not captured");
+
+        let diff = StateDiff::merged(&diffs);
+        all_reads.normalize();
+        let code = |h: &B256| state.code_by_hash(h).map(|c| c.original_bytes());
+        let from_capture =
+            commit_with_witness(&nomts[0], &diff, &wiped, &all_reads, &known, code, |_| None)
+                .unwrap();
+        let from_nomt = commit_with_witness(
+            &nomts[1],
+            &diff,
+            &wiped,
+            &all_reads,
+            &PreImages::default(),
+            code,
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(from_capture, from_nomt);
+        let (root, witness) = from_capture;
+        let verified = witness.verify(parent).unwrap();
+        assert_eq!(verified.post_root(&diff, &wiped).unwrap(), root);
+        let pre = verified.state();
+        assert_eq!(pre.storage(&addr(0xb), &U256::from(1)), U256::from(7));
+        assert_eq!(pre.storage(&addr(0xc), &U256::from(5)), U256::from(3));
+        assert_eq!(pre.account(&addr(0xa)).unwrap().balance, U256::from(100));
+        drop(dirs);
     }
 
     #[test]
@@ -657,12 +867,30 @@ mod tests {
         diff.accounts.insert(addr(0xd), AccountDiff { info: Some(d), ..Default::default() });
         // A block hash nobody knows.
         let reads = ReadSet { block_hashes: vec![7], ..Default::default() };
-        let err = commit_with_witness(&nomt, &diff, &[], &reads, |_| None, |_| None).unwrap_err();
+        let err = commit_with_witness(
+            &nomt,
+            &diff,
+            &[],
+            &reads,
+            &PreImages::default(),
+            |_| None,
+            |_| None,
+        )
+        .unwrap_err();
         assert!(matches!(err, WitnessError::Unavailable(_)), "{err}");
         assert_eq!(nomt.root(), before);
         // A code nobody has.
         let reads = ReadSet { accounts: vec![addr(0xc)], ..Default::default() };
-        let err = commit_with_witness(&nomt, &diff, &[], &reads, |_| None, |_| None).unwrap_err();
+        let err = commit_with_witness(
+            &nomt,
+            &diff,
+            &[],
+            &reads,
+            &PreImages::default(),
+            |_| None,
+            |_| None,
+        )
+        .unwrap_err();
         assert!(matches!(err, WitnessError::Unavailable(_)), "{err}");
         assert_eq!(nomt.root(), before);
     }

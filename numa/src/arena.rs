@@ -94,12 +94,14 @@ const MI_OPTION_PURGE_DELAY: mi::mi_option_t = 15;
 /// Sets how long mimalloc keeps freed memory before returning it to the operating system
 /// (`memory.allocator_purge_ms`; -1 keeps it). Takes effect at once, for every heap.
 pub fn set_allocator_purge_delay(ms: i64) {
+    #[allow(clippy::unnecessary_cast, reason = "c_long is i64 only on LP64 targets")]
     let ms = ms.max(-1) as std::ffi::c_long;
     // SAFETY: mimalloc's options are plain integers, safe to set from any thread at any time.
     unsafe { mi::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 /// mimalloc's current purge delay in milliseconds (-1: freed memory is kept).
+#[allow(clippy::useless_conversion, reason = "c_long is i64 only on LP64 targets")]
 pub fn allocator_purge_delay() -> i64 {
     // SAFETY: reading an option has no precondition.
     i64::from(unsafe { mi::mi_option_get(MI_OPTION_PURGE_DELAY) })

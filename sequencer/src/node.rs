@@ -585,6 +585,8 @@ struct Builder {
     block_wiped: Vec<(Address, U256)>,
     /// What the open block's executions read (for its witness).
     block_reads: memstate::ReadSet,
+    /// The pre-block values of the keys the open block touched (for its witness).
+    block_pre: memstate::witness::PreImages,
     block_gas: u64,
     block_logs: u64,
     mini_index: u32,
@@ -622,6 +624,7 @@ impl Builder {
             diffs: vec![Arc::new(diff)],
             wiped,
             reads: memstate::ReadSet::default(),
+            pre: Default::default(),
             checkpoint: None,
         });
         let env = BlockEnvParams { number: 1, ..genesis_env };
@@ -654,6 +657,7 @@ impl Builder {
             block_diffs: Vec::new(),
             block_wiped: Vec::new(),
             block_reads: memstate::ReadSet::default(),
+            block_pre: Default::default(),
             block_gas: 0,
             block_logs: 0,
             mini_index: 0,
@@ -798,6 +802,9 @@ impl Builder {
         // Encoded against the state before the diff, which is what followers hold.
         let started = Instant::now();
         let encoded = self.codec.as_mut().map(|codec| codec.encode(&diff, &*self.node.state));
+        if self.node.config.feed.witnesses {
+            self.block_pre.capture(&self.node.state, &reads, &diff);
+        }
         let wiped = self.node.state.apply(&diff);
         metrics::histogram!("sequencer_diff_seconds").record(started.elapsed());
         self.block_wiped.extend(wiped);
@@ -898,6 +905,7 @@ impl Builder {
             diffs: std::mem::take(&mut self.block_diffs),
             wiped: std::mem::take(&mut self.block_wiped),
             reads: std::mem::take(&mut self.block_reads),
+            pre: std::mem::take(&mut self.block_pre),
             checkpoint: None,
         };
         let base_fee = calc_next_block_base_fee(

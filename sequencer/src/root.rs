@@ -52,6 +52,9 @@ pub struct BlockToSeal {
     /// What the block's executions read (with repeats): with the writes, the keys of its
     /// witness.
     pub reads: memstate::ReadSet,
+    /// The pre-block values of the keys the block touched, as the builder captured them
+    /// (empty when witnesses are off); the witness reads the others from NOMT.
+    pub pre: memstate::witness::PreImages,
     /// The state at the end of this block, to be written as the checkpoint once the block is
     /// in the block store.
     pub checkpoint: Option<Checkpoint>,
@@ -274,6 +277,7 @@ fn commit_block(
         diff,
         &block.wiped,
         &reads,
+        &block.pre,
         |hash| w.state.code_by_hash(hash).map(|c| c.original_bytes()),
         |n| chain.block(n).map(|b| b.hash),
     );
