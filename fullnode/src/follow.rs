@@ -122,6 +122,8 @@ pub struct Follower {
     block_txs: Vec<Arc<ExecutedTx>>,
     block_gas: u64,
     block_logs: u64,
+    /// Logs blooms, with the hashes of repeating contracts and event signatures remembered.
+    blooms: chain_rpc::chain::BloomHasher,
     /// The header of every applied block.
     headers: Vec<Header>,
     /// Genesis root, until block 0's header confirms it.
@@ -167,6 +169,7 @@ impl Follower {
             block_txs: Vec::new(),
             block_gas: 0,
             block_logs: 0,
+            blooms: Default::default(),
             headers: Vec::new(),
             genesis_root,
             diverged: None,
@@ -341,7 +344,7 @@ impl Follower {
                 first_log_index,
                 contract_address: record.created(),
                 effective_gas_price: record.effective_gas_price,
-                bloom: alloy_primitives::logs_bloom(record.logs.iter()),
+                bloom: self.blooms.bloom(&record.logs),
                 tx,
             }));
         }

@@ -587,6 +587,8 @@ struct Builder {
     block_reads: memstate::ReadSet,
     /// The pre-block values of the keys the open block touched (for its witness).
     block_pre: memstate::witness::PreImages,
+    /// Logs blooms, with the hashes of repeating contracts and event signatures remembered.
+    blooms: chain_rpc::chain::BloomHasher,
     block_gas: u64,
     block_logs: u64,
     mini_index: u32,
@@ -658,6 +660,7 @@ impl Builder {
             block_wiped: Vec::new(),
             block_reads: memstate::ReadSet::default(),
             block_pre: Default::default(),
+            blooms: Default::default(),
             block_gas: 0,
             block_logs: 0,
             mini_index: 0,
@@ -837,7 +840,7 @@ impl Builder {
         let mut included = Vec::with_capacity(executed.len());
         for o in executed {
             self.block_gas += o.gas_used;
-            let bloom = alloy_primitives::logs_bloom(o.logs.iter());
+            let bloom = self.blooms.bloom(&o.logs);
             let first_log_index = self.block_logs;
             self.block_logs += o.logs.len() as u64;
             let effective_gas_price = o.tx.effective_gas_price(self.env.base_fee);

@@ -350,6 +350,41 @@ pub(crate) mod tests {
         ]
     }
 
+    /// The transactions root taken from the submitted bytes is Ethereum's (alloy encoding each
+    /// transaction again), for every type.
+    #[test]
+    fn the_transactions_root_from_raw_bytes_is_ethereums() {
+        let txs: Vec<_> = all_types()
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let tx = Arc::new(decode_and_check(raw, &rules()).unwrap());
+                Arc::new(crate::chain::ExecutedTx {
+                    tx,
+                    block_number: 1,
+                    index: index as u64,
+                    mini_block: 1,
+                    mini_block_hash: B256::ZERO,
+                    success: true,
+                    gas_used: 21_000,
+                    cumulative_gas_used: 21_000 * (index as u64 + 1),
+                    logs: Vec::new(),
+                    first_log_index: 0,
+                    contract_address: None,
+                    effective_gas_price: 7,
+                    bloom: Default::default(),
+                })
+            })
+            .collect();
+        assert!(txs.len() >= 3);
+        let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
+        assert_eq!(
+            chain_rpc::chain::transactions_root(&txs),
+            alloy_consensus::proofs::calculate_transaction_root(&envelopes)
+        );
+        assert_ne!(chain_rpc::chain::transactions_root(&txs[1..]), chain_rpc::chain::transactions_root(&txs));
+    }
+
     #[test]
     fn libsecp256k1_recovers_the_same_sender_as_k256_for_every_type() {
         for (i, raw) in all_types().into_iter().enumerate() {

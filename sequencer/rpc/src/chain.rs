@@ -406,8 +406,7 @@ pub fn consensus_receipt(tx: &ExecutedTx) -> ReceiptEnvelope<Log> {
 /// Checks that `header` commits to `txs` (in order, with their receipts): its transactions
 /// root, receipts root, logs bloom and gas used. Errors name the first field that differs.
 pub fn check_header(header: &Header, txs: &[Arc<ExecutedTx>]) -> Result<(), &'static str> {
-    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
-    if proofs::calculate_transaction_root(&envelopes) != header.transactions_root {
+    if transactions_root(txs) != header.transactions_root {
         return Err("transactions root");
     }
     let receipts: Vec<_> = txs.iter().map(|t| consensus_receipt(t)).collect();
@@ -436,7 +435,6 @@ pub fn build_header(
     txs: &[Arc<ExecutedTx>],
     gas_used: u64,
 ) -> Header {
-    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
     let receipts: Vec<_> = txs.iter().map(|t| consensus_receipt(t)).collect();
     let mut bloom = Bloom::default();
     for tx in txs {
@@ -447,7 +445,7 @@ pub fn build_header(
         ommers_hash: EMPTY_OMMER_ROOT_HASH,
         beneficiary: env.beneficiary,
         state_root,
-        transactions_root: proofs::calculate_transaction_root(&envelopes),
+        transactions_root: transactions_root(txs),
         receipts_root: proofs::calculate_receipt_root(&receipts),
         logs_bloom: bloom,
         difficulty: U256::ZERO,
@@ -471,10 +469,107 @@ pub fn build_header(
     }
 }
 
+/// Computes logs blooms, remembering the keccak hashes of the inputs that repeat across
+/// transactions: the emitting contracts and the event signatures (topic 0). An ERC-20 transfer
+/// then hashes two of its log's four inputs instead of all four. The other topics (senders,
+/// recipients, amounts) rarely repeat and are hashed each time. The memory is bounded.
+#[derive(Debug, Default)]
+pub struct BloomHasher {
+    addresses: std::collections::HashMap<Address, B256>,
+    signatures: std::collections::HashMap<B256, B256>,
+}
+
+impl BloomHasher {
+    /// Inputs remembered before the memory is emptied.
+    const CAPACITY: usize = 4096;
+
+    /// The bloom of `logs`, equal to [`alloy_primitives::logs_bloom`]'s.
+    pub fn bloom<'a>(&mut self, logs: impl IntoIterator<Item = &'a Log>) -> Bloom {
+        let mut bloom = Bloom::default();
+        for log in logs {
+            let hash = remembered(&mut self.addresses, log.address);
+            bloom.accrue(alloy_primitives::BloomInput::Hash(hash));
+            for (i, topic) in log.topics().iter().enumerate() {
+                let hash = if i == 0 {
+                    remembered(&mut self.signatures, *topic)
+                } else {
+                    alloy_primitives::keccak256(topic)
+                };
+                bloom.accrue(alloy_primitives::BloomInput::Hash(hash));
+            }
+        }
+        bloom
+    }
+}
+
+/// keccak256 of `input`, from `seen` when it is there (`seen` is emptied when full).
+fn remembered<K: AsRef<[u8]> + Eq + std::hash::Hash + Copy>(
+    seen: &mut std::collections::HashMap<K, B256>,
+    input: K,
+) -> B256 {
+    if let Some(hash) = seen.get(&input) {
+        return *hash;
+    }
+    if seen.len() >= BloomHasher::CAPACITY {
+        seen.clear();
+    }
+    let hash = alloy_primitives::keccak256(input.as_ref());
+    seen.insert(input, hash);
+    hash
+}
+
+/// The transactions root: the ordered trie of the transactions' EIP-2718 encodings, which are
+/// the bytes each was submitted as (its hash is theirs), so nothing is encoded again.
+pub fn transactions_root(txs: &[Arc<ExecutedTx>]) -> B256 {
+    alloy_trie::root::ordered_trie_root_with_encoder(txs, |tx, out| {
+        out.extend_from_slice(&tx.tx.raw);
+    })
+}
+
 /// RLP size of the whole block (header, transactions, no ommers, no withdrawals).
 pub fn block_size(header: &Header, txs: &[Arc<ExecutedTx>]) -> u64 {
     let body: usize = txs.iter().map(|t| t.tx.envelope.network_len()).sum();
     let list = |payload: usize| alloy_rlp::length_of_length(payload) + payload;
     let withdrawals = if header.withdrawals_root.is_some() { list(0) } else { 0 };
     list(header.length() + list(body) + list(0) + withdrawals) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The remembering bloom equals alloy's on logs whose contracts and signatures repeat and
+    /// on more distinct ones than it remembers (across the emptying of its memory).
+    #[test]
+    fn remembered_hashes_give_alloys_bloom() {
+        let mut hasher = BloomHasher::default();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for i in 0..3 * BloomHasher::CAPACITY as u64 {
+            let logs: Vec<Log> = (0..(i % 3))
+                .map(|j| {
+                    // Half the contracts and signatures repeat; a topic may equal an address
+                    // padded to 32 bytes.
+                    let address = if next() % 2 == 0 {
+                        Address::with_last_byte(j as u8)
+                    } else {
+                        Address::from_word(B256::from(alloy_primitives::U256::from(next())))
+                    };
+                    let signature = if next() % 2 == 0 {
+                        B256::with_last_byte(7)
+                    } else {
+                        B256::from(alloy_primitives::U256::from(next()))
+                    };
+                    let topics = vec![signature, address.into_word(), B256::repeat_byte(j as u8)];
+                    Log::new_unchecked(address, topics[..(next() % 4) as usize].to_vec(), Bytes::new())
+                })
+                .collect();
+            assert_eq!(hasher.bloom(&logs), alloy_primitives::logs_bloom(&logs), "round {i}");
+        }
+    }
 }
