@@ -9,6 +9,7 @@ pub mod jitbench;
 pub mod latency;
 pub mod machine;
 pub mod memory;
+pub mod mpt;
 pub mod parallel;
 pub mod progress;
 pub mod prover;
