@@ -23,8 +23,8 @@ use revm::state::Bytecode;
 
 use crate::{
     AccountData, AccountDiff, MemState, ReadSet, StateDiff,
-    state::KeyHasher,
     commitment::{account_key, account_value, nomt_ops, slot_key},
+    state::KeyHasher,
 };
 
 /// Format version (the first byte of an encoded witness).

@@ -386,12 +386,23 @@ impl Node {
                 "replayed WAL"
             );
         }
-        // Serve nothing until every replayed block (and genesis) has its root and hash.
+        // Serve nothing until every replayed block (and genesis) has its root and hash. The
+        // first commit of a large genesis takes minutes (20 M keys: about 4), so this waits as
+        // long as the committer runs, saying so every half minute.
         let sealed = builder.env.number - 1;
-        node.chain.wait_block_hash(sealed).map_err(|e| NodeError::Replay {
-            block: sealed,
-            reason: format!("root commit did not finish: {e}"),
-        })?;
+        while let Err(e) = node.chain.wait_block_hash(sealed) {
+            if !builder.committer.as_ref().is_some_and(Committer::is_running) {
+                return Err(NodeError::Replay {
+                    block: sealed,
+                    reason: format!("root commit did not finish: {e}"),
+                });
+            }
+            tracing::info!(
+                block = sealed,
+                elapsed_s = started.elapsed().as_secs(),
+                "waiting for the state root of the replayed blocks"
+            );
+        }
         let handle = std::thread::Builder::new()
             .name("block-builder".into())
             .spawn(move || {

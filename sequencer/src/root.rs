@@ -129,6 +129,12 @@ impl Committer {
         }
     }
 
+    /// The committer thread is still running (it stops only when told to or after a fatal
+    /// NOMT error, which it logs).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Seals everything queued, then stops the thread.
     pub fn finish(mut self) {
         self.tx.take();

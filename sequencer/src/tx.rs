@@ -382,7 +382,10 @@ pub(crate) mod tests {
             chain_rpc::chain::transactions_root(&txs),
             alloy_consensus::proofs::calculate_transaction_root(&envelopes)
         );
-        assert_ne!(chain_rpc::chain::transactions_root(&txs[1..]), chain_rpc::chain::transactions_root(&txs));
+        assert_ne!(
+            chain_rpc::chain::transactions_root(&txs[1..]),
+            chain_rpc::chain::transactions_root(&txs)
+        );
     }
 
     #[test]

@@ -565,8 +565,12 @@ mod tests {
                     } else {
                         B256::from(alloy_primitives::U256::from(next()))
                     };
-                    let topics = vec![signature, address.into_word(), B256::repeat_byte(j as u8)];
-                    Log::new_unchecked(address, topics[..(next() % 4) as usize].to_vec(), Bytes::new())
+                    let topics = [signature, address.into_word(), B256::repeat_byte(j as u8)];
+                    Log::new_unchecked(
+                        address,
+                        topics[..(next() % 4) as usize].to_vec(),
+                        Bytes::new(),
+                    )
                 })
                 .collect();
             assert_eq!(hasher.bloom(&logs), alloy_primitives::logs_bloom(&logs), "round {i}");
