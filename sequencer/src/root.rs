@@ -96,14 +96,9 @@ impl Committer {
         crate::host::pin_current("node-start", previous.as_deref());
         let nomt = opened.map_err(|e| RootError(e.to_string()))?;
         let root = match initial {
-            Some(state) => {
-                let session = nomt.begin_session(SessionParams::default());
-                let finished =
-                    session.finish(nomt_ops(state, &[])).map_err(|e| RootError(e.to_string()))?;
-                let root = B256::from(finished.root().into_inner());
-                finished.commit(&nomt).map_err(|e| RootError(e.to_string()))?;
-                Some(root)
-            }
+            Some(state) => Some(
+                commit_chunked(&nomt, nomt_ops(state, &[]), COMMIT_CHUNK_KEYS).map_err(RootError)?,
+            ),
             None => None,
         };
         let (tx, rx) = mpsc::channel::<BlockToSeal>();
@@ -260,6 +255,30 @@ impl Sink {
 
 /// Commits `block`'s writes (`diff`, `block.wiped`) and returns the new root; with
 /// `witnesses`, in witness mode, storing the block's witness.
+/// Keys per NOMT session when a diff is committed without a witness: NOMT holds a session's
+/// whole update in memory, and a genesis of millions of accounts in one session needs more
+/// memory than the state itself.
+const COMMIT_CHUNK_KEYS: usize = 1 << 20;
+
+/// Commits `ops` (sorted by key) in sessions of at most `chunk` keys; the root after the last
+/// is the root of them all.
+fn commit_chunked(
+    nomt: &Nomt<Blake3Hasher>,
+    ops: Vec<([u8; 32], nomt::KeyReadWrite)>,
+    chunk: usize,
+) -> Result<B256, String> {
+    let mut root = nomt.root();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let part: Vec<_> = ops.by_ref().take(chunk).collect();
+        let session = nomt.begin_session(SessionParams::default());
+        let finished = session.finish(part).map_err(|e| e.to_string())?;
+        root = finished.root();
+        finished.commit(nomt).map_err(|e| e.to_string())?;
+    }
+    Ok(B256::from(root.into_inner()))
+}
+
 fn commit_block(
     nomt: &Nomt<Blake3Hasher>,
     block: &BlockToSeal,
@@ -268,13 +287,7 @@ fn commit_block(
     witnesses: Option<&Witnesses>,
 ) -> Result<B256, String> {
     let number = block.env.number;
-    let plain = || -> Result<B256, String> {
-        let session = nomt.begin_session(SessionParams::default());
-        let finished = session.finish(nomt_ops(diff, &block.wiped)).map_err(|e| e.to_string())?;
-        let root = finished.root();
-        finished.commit(nomt).map_err(|e| e.to_string())?;
-        Ok(B256::from(root.into_inner()))
-    };
+    let plain = || commit_chunked(nomt, nomt_ops(diff, &block.wiped), COMMIT_CHUNK_KEYS);
     let Some(w) = witnesses.filter(|_| number > 0) else { return plain() };
     let mut reads = block.reads.clone();
     reads.normalize();
@@ -370,6 +383,40 @@ mod tests {
         let deleted = ops.iter().filter(|(_, op)| matches!(op, KeyReadWrite::Write(None))).count();
         // 7 deleted accounts, 10 zeroed slots, 1 wiped slot.
         assert_eq!(deleted, 7 + 10 + 1);
+    }
+
+    #[test]
+    fn a_diff_committed_in_chunks_has_the_root_of_one_session() {
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = Options::new();
+            options.path(dir.path().join("nomt"));
+            options.hashtable_buckets(256);
+            (Nomt::<Blake3Hasher>::open(options).unwrap(), dir)
+        };
+        let mut diff = StateDiff::default();
+        for i in 0..100u8 {
+            let mut account = AccountDiff {
+                info: Some(AccountData {
+                    nonce: u64::from(i),
+                    balance: U256::from(i) + U256::from(1),
+                    code_hash: memstate::KECCAK_EMPTY,
+                }),
+                ..Default::default()
+            };
+            account.storage.insert(U256::from(i), U256::from(7));
+            diff.accounts.insert(Address::repeat_byte(i), account);
+        }
+        let (one, _a) = open();
+        let whole = commit_chunked(&one, nomt_ops(&diff, &[]), usize::MAX).unwrap();
+        for chunk in [1, 7, 64, 199, 200] {
+            let (nomt, _dir) = open();
+            assert_eq!(commit_chunked(&nomt, nomt_ops(&diff, &[]), chunk).unwrap(), whole);
+            assert_eq!(B256::from(nomt.root().into_inner()), whole);
+        }
+        assert_ne!(whole, B256::from(nomt::trie::TERMINATOR));
+        // Nothing to commit leaves the root as it is.
+        assert_eq!(commit_chunked(&one, Vec::new(), 3).unwrap(), whole);
     }
 
     #[test]
