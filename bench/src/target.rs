@@ -265,9 +265,16 @@ fn wait_done(node: &Node, hashes: &[B256], failed: &Failure) -> Result<(), RunEr
             }
         }
     }
-    node.chain
-        .wait_block_hash(newest_block)
-        .map_err(|_| RunError::Stalled { done, total: hashes.len() })?;
+    // The committer may be blocks behind execution (large states): wait while it seals.
+    let mut head = node.chain.head_number();
+    while node.chain.wait_block_hash(newest_block).is_err() {
+        failed.check()?;
+        let now = node.chain.head_number();
+        if now == head {
+            return Err(RunError::Stalled { done, total: hashes.len() });
+        }
+        head = now;
+    }
     Ok(())
 }
 
