@@ -387,7 +387,7 @@ impl Node {
             );
         }
         // Serve nothing until every replayed block (and genesis) has its root and hash. The
-        // first commit of a large genesis takes minutes (20 M keys: about 4), so this waits as
+        // first commit of a genesis of millions of accounts takes minutes, so this waits as
         // long as the committer runs, saying so every half minute.
         let sealed = builder.env.number - 1;
         while let Err(e) = node.chain.wait_block_hash(sealed) {

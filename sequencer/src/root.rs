@@ -97,7 +97,8 @@ impl Committer {
         let nomt = opened.map_err(|e| RootError(e.to_string()))?;
         let root = match initial {
             Some(state) => Some(
-                commit_chunked(&nomt, nomt_ops(state, &[]), COMMIT_CHUNK_KEYS).map_err(RootError)?,
+                commit_chunked(&nomt, nomt_ops(state, &[]), COMMIT_CHUNK_KEYS)
+                    .map_err(RootError)?,
             ),
             None => None,
         };
@@ -253,8 +254,6 @@ impl Sink {
     }
 }
 
-/// Commits `block`'s writes (`diff`, `block.wiped`) and returns the new root; with
-/// `witnesses`, in witness mode, storing the block's witness.
 /// Keys per NOMT session when a diff is committed without a witness: NOMT holds a session's
 /// whole update in memory, and a genesis of millions of accounts in one session needs more
 /// memory than the state itself.
@@ -279,6 +278,8 @@ fn commit_chunked(
     Ok(B256::from(root.into_inner()))
 }
 
+/// Commits `block`'s writes (`diff`, `block.wiped`) and returns the new root; with
+/// `witnesses`, in witness mode, storing the block's witness.
 fn commit_block(
     nomt: &Nomt<Blake3Hasher>,
     block: &BlockToSeal,
