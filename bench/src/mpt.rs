@@ -197,12 +197,15 @@ fn remove(mut at: Box<Slot>, path: &[u8], removed: &mut bool) -> Option<Box<Slot
                 return Some(at);
             }
             at.rlp = None;
-            let left: Vec<usize> = (0..16).filter(|j| children[*j].is_some()).collect();
-            match left.as_slice() {
-                [] => None,
-                [only] => {
-                    let child = children[*only].take().expect("present");
-                    Some(prefixed(&[*only as u8], child))
+            let (first, second) = {
+                let mut left = (0..16).filter(|j| children[*j].is_some());
+                (left.next(), left.next())
+            };
+            match (first, second) {
+                (None, _) => None,
+                (Some(only), None) => {
+                    let child = children[only].take().expect("present");
+                    Some(prefixed(&[only as u8], child))
                 }
                 _ => Some(at),
             }

@@ -35,6 +35,11 @@ pub fn account_value(info: &crate::AccountData) -> Vec<u8> {
     v
 }
 
+/// NOMT value of a storage slot: 32 bytes BE, or none (removed) for zero.
+pub fn slot_value(value: &U256) -> Option<Vec<u8>> {
+    (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec())
+}
+
 /// The NOMT operations for a block's diff, sorted by key path as NOMT requires.
 pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], KeyReadWrite)> {
     let mut ops: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
@@ -45,8 +50,7 @@ pub fn nomt_ops(diff: &StateDiff, wiped: &[(Address, U256)]) -> Vec<([u8; 32], K
         let value = change.info.map(|info| account_value(&info));
         ops.insert(account_key(address), value);
         for (slot, value) in &change.storage {
-            let value = (!value.is_zero()).then(|| value.to_be_bytes::<32>().to_vec());
-            ops.insert(slot_key(address, slot), value);
+            ops.insert(slot_key(address, slot), slot_value(value));
         }
     }
     ops.into_iter().map(|(k, v)| (k, KeyReadWrite::Write(v))).collect()

@@ -28,7 +28,7 @@ pub use codec::{
     CodecError, DiffCodec, EncodedSize, FORMAT_VERSION, KeyIndex, MAX_CODE_BYTES,
     MAX_PAYLOAD_BYTES, PriorState,
 };
-pub use commitment::{account_key, account_value, nomt_ops, slot_key};
+pub use commitment::{account_key, account_value, nomt_ops, slot_key, slot_value};
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, ReadSet, account_info};
