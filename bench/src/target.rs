@@ -196,6 +196,16 @@ pub fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The host's memory, MiB (0 when /proc/meminfo cannot be read).
+fn host_memory_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb >> 10)
+}
+
 fn start_node(
     p: &Prepared,
     settings: &RunSettings,
@@ -204,6 +214,14 @@ fn start_node(
     let mut config = Config::default();
     config.storage.datadir = Some(dir.path().to_path_buf());
     config.storage.nomt_buckets = (p.alloc.len() as u32 / 8).max(16_384);
+    // NOMT's caches as `tuning plan` sizes them for this many keys: at millions of accounts
+    // its 256 MiB defaults leave most of the trie on disk.
+    let keys: u64 =
+        p.alloc.values().map(|a| 1 + a.storage.as_ref().map_or(0, |s| s.len() as u64)).sum();
+    let (page, leaf) =
+        tuning::nomt_caches_mib(keys, (keys * tuning::BYTES_PER_KEY) >> 20, host_memory_mib());
+    config.storage.nomt_page_cache_mib = page as usize;
+    config.storage.nomt_leaf_cache_mib = leaf as usize;
     config.metrics.enabled = false;
     // The whole pipeline, gossip included, on a loopback port of its own.
     config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];

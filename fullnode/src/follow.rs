@@ -101,6 +101,9 @@ pub struct FollowerConfig {
     pub genesis: GenesisAlloc,
     /// NOMT hash-table buckets (as the sequencer's `storage.nomt_buckets`).
     pub nomt_buckets: u32,
+    /// NOMT page and leaf caches, MiB (as the sequencer's `storage.nomt_page_cache_mib` and
+    /// `storage.nomt_leaf_cache_mib`).
+    pub nomt_cache_mib: (usize, usize),
 }
 
 /// A node that applies the sequencer's diffs to its own state and commits them to its own NOMT,
@@ -147,6 +150,8 @@ impl Follower {
         let mut options = Options::new();
         options.path(nomt_dir);
         options.hashtable_buckets(config.nomt_buckets);
+        options.page_cache_size(config.nomt_cache_mib.0);
+        options.leaf_cache_size(config.nomt_cache_mib.1);
         let nomt =
             Nomt::<Blake3Hasher>::open(options).map_err(|e| FollowError::Nomt(e.to_string()))?;
         let state = Arc::new(MemState::new());

@@ -50,6 +50,12 @@ struct Cli {
     /// NOMT hash-table buckets (as the sequencer's `storage.nomt_buckets`).
     #[arg(long, default_value_t = 16_384)]
     nomt_buckets: u32,
+    /// NOMT page cache, MiB (as the sequencer's `storage.nomt_page_cache_mib`).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
+    nomt_page_cache_mib: u32,
+    /// NOMT leaf cache, MiB (as the sequencer's `storage.nomt_leaf_cache_mib`).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
+    nomt_leaf_cache_mib: u32,
     /// Apply what the archive holds, then exit instead of following the network.
     #[arg(long, requires = "archive")]
     once: bool,
@@ -110,6 +116,7 @@ fn config(cli: &Cli) -> Result<FollowerConfig, String> {
         sequencer,
         genesis,
         nomt_buckets: cli.nomt_buckets,
+        nomt_cache_mib: (cli.nomt_page_cache_mib as usize, cli.nomt_leaf_cache_mib as usize),
     })
 }
 

@@ -57,6 +57,8 @@ pub struct StorageNeeds {
     pub datadir: Option<PathBuf>,
     /// Bytes NOMT's hash table takes on disk.
     pub nomt_bytes: u64,
+    /// Bytes NOMT's page and leaf caches may take in memory, besides the state.
+    pub nomt_cache_bytes: u64,
 }
 
 /// Checks `host` against the `[host]`, `[memory]` and `[storage]` needs of a config.
@@ -113,7 +115,7 @@ pub fn check(
                     ),
                 );
             }
-            check_memory(&mut push, report, memory, &plan, unmet);
+            check_memory(&mut push, report, memory, storage.nomt_cache_bytes, &plan, unmet);
         }
     }
 
@@ -179,6 +181,7 @@ fn check_memory(
     push: &mut impl FnMut(Level, &'static str, String),
     report: &HostReport,
     memory: &MemoryConfig,
+    nomt_cache_bytes: u64,
     plan: &Plan,
     unmet: Level,
 ) {
@@ -190,12 +193,14 @@ fn check_memory(
     let nodes: Vec<_> = topo.nodes.iter().filter(|n| plan.memory_nodes.contains(&n.id)).collect();
     let have: Option<u64> = nodes.iter().map(|n| n.mem_total).sum();
     match have {
-        Some(have) if have < need => push(
+        Some(have) if have < need + nomt_cache_bytes => push(
             unmet,
             "memory",
             format!(
-                "state is expected to take {} MiB but nodes {:?} have {} MiB",
+                "state is expected to take {} MiB and NOMT's caches {} MiB but nodes {:?} \
+                 have {} MiB",
                 need >> 20,
+                nomt_cache_bytes >> 20,
                 plan.memory_nodes,
                 have >> 20
             ),
@@ -203,7 +208,12 @@ fn check_memory(
         Some(have) => push(
             Level::Ok,
             "memory",
-            format!("{} MiB expected state, {} MiB on the nodes used", need >> 20, have >> 20),
+            format!(
+                "{} MiB expected state and {} MiB of NOMT caches, {} MiB on the nodes used",
+                need >> 20,
+                nomt_cache_bytes >> 20,
+                have >> 20
+            ),
         ),
         None => push(Level::Warn, "memory", "the host does not report its memory".into()),
     }

@@ -220,6 +220,21 @@ fn checks_cores_and_memory_size() {
     let found = findings("laptop", &HostConfig::default(), &huge_state);
     assert_eq!(level_of(&found, "memory"), Level::Warn, "{found:?}");
 
+    // NOMT's caches count too: 20 GiB of state fits the laptop's 32 GiB, not with 16 GiB of
+    // caches on top.
+    let state = MemoryConfig { expected_state_mib: 20 * 1024, ..MemoryConfig::default() };
+    let report = HostReport::probe(&root("laptop")).unwrap();
+    let level = |cache_gib: u64| {
+        let storage = StorageNeeds { nomt_cache_bytes: cache_gib << 30, ..StorageNeeds::default() };
+        let found = numa::check(&report, &HostConfig::default(), &state, &storage);
+        let memory = found.into_iter().find(|f| f.topic == "memory").unwrap();
+        (memory.level, memory.message)
+    };
+    assert_eq!(level(8).0, Level::Ok, "{:?}", level(8));
+    let (found, message) = level(16);
+    assert_eq!(found, Level::Warn);
+    assert!(message.contains("NOMT's caches 16384 MiB"), "{message}");
+
     // A memory-only node is not a place for executors.
     let bad = HostConfig { nodes: vec![1], profile: Profile::Server, ..HostConfig::default() };
     let found = findings("memory-only-node", &bad, &MemoryConfig::default());

@@ -7,6 +7,11 @@ use alloy_primitives::Address;
 use revm::primitives::hardfork::SpecId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Smallest NOMT cache accepted, MiB (NOMT panics on a page cache below 1 MiB).
+const MIN_NOMT_CACHE_MIB: usize = 16;
+/// Largest NOMT cache accepted, MiB (4 TiB: more than any host this runs on has).
+const MAX_NOMT_CACHE_MIB: usize = 4 << 20;
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -371,12 +376,26 @@ pub struct StorageConfig {
     pub nomt_commit_concurrency: usize,
     /// NOMT io_uring worker threads. Default 3 (NOMT's own default).
     pub nomt_io_workers: usize,
+    /// NOMT's cache of trie pages, MiB. A page missing from it is read from disk (O_DIRECT)
+    /// when a block touches it; the whole page tree takes about 150 bytes per key at 10 M
+    /// keys. Default 256 (NOMT's own default).
+    pub nomt_page_cache_mib: usize,
+    /// NOMT's cache of leaf nodes (keys and values), MiB; the leaves take about 200 bytes per
+    /// key. Default 256 (NOMT's own default).
+    pub nomt_leaf_cache_mib: usize,
     /// fsync the WAL before receipts are released. Turning it off loses acknowledged
     /// transactions on power loss; only for throwaway chains. Default true.
     pub fsync: bool,
     /// Write a checkpoint (the whole state) every this many EVM blocks, so that a restart
     /// replays only the WAL after it; 0 turns checkpoints off. Default 600 (10 min at 1 s).
     pub checkpoint_interval: u64,
+}
+
+impl StorageConfig {
+    /// Bytes NOMT's page and leaf caches may take.
+    pub fn nomt_cache_bytes(&self) -> u64 {
+        (self.nomt_page_cache_mib as u64 + self.nomt_leaf_cache_mib as u64) << 20
+    }
 }
 
 impl Default for StorageConfig {
@@ -386,6 +405,8 @@ impl Default for StorageConfig {
             nomt_buckets: 16_384,
             nomt_commit_concurrency: 1,
             nomt_io_workers: 3,
+            nomt_page_cache_mib: 256,
+            nomt_leaf_cache_mib: 256,
             fsync: true,
             checkpoint_interval: 600,
         }
@@ -474,6 +495,14 @@ impl Config {
         }
         if self.storage.nomt_io_workers == 0 {
             return invalid("storage.nomt_io_workers", "must be at least 1");
+        }
+        for (key, mib) in [
+            ("storage.nomt_page_cache_mib", self.storage.nomt_page_cache_mib),
+            ("storage.nomt_leaf_cache_mib", self.storage.nomt_leaf_cache_mib),
+        ] {
+            if !(MIN_NOMT_CACHE_MIB..=MAX_NOMT_CACHE_MIB).contains(&mib) {
+                return invalid(key, "must be between 16 and 4194304 (4 TiB)");
+            }
         }
         if self.executor.sequential_share_percent > 100 {
             return invalid("executor.sequential_share_percent", "must be at most 100");
@@ -566,6 +595,14 @@ mod tests {
         assert!(purge.validate().unwrap_err().to_string().contains("memory.allocator_purge_ms"));
         let purge: Config = toml::from_str("[memory]\nallocator_purge_ms = 250").unwrap();
         purge.validate().unwrap();
+
+        for key in ["nomt_page_cache_mib", "nomt_leaf_cache_mib"] {
+            let tiny: Config = toml::from_str(&format!("[storage]\n{key} = 8")).unwrap();
+            let error = tiny.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("storage.{key}")), "{error}");
+            let big: Config = toml::from_str(&format!("[storage]\n{key} = 65536")).unwrap();
+            big.validate().unwrap();
+        }
     }
 
     #[test]
@@ -592,5 +629,6 @@ mod tests {
         assert_eq!(server.host.profile, numa::Profile::Server);
         assert_eq!(server.memory.huge_pages, numa::HugePages::Mib2);
         assert_eq!(server.storage.nomt_io_workers, 8);
+        assert_eq!(server.storage.nomt_cache_bytes(), (204_800 + 256_000) << 20);
     }
 }

@@ -53,6 +53,7 @@ impl Placement {
         let storage = StorageNeeds {
             datadir: Some(datadir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir)),
             nomt_bytes: u64::from(config.storage.nomt_buckets) * 4096,
+            nomt_cache_bytes: config.storage.nomt_cache_bytes(),
         };
         let findings = numa::check(&report, host, &config.memory, &storage);
         for finding in &findings {

@@ -271,6 +271,8 @@ impl Node {
             buckets: config.storage.nomt_buckets,
             concurrency: config.storage.nomt_commit_concurrency,
             io_workers: config.storage.nomt_io_workers,
+            page_cache_mib: config.storage.nomt_page_cache_mib,
+            leaf_cache_mib: config.storage.nomt_leaf_cache_mib,
             cpus: placement.nomt_cpus(),
             witnesses: witness_store
                 .clone()

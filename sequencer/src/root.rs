@@ -89,6 +89,8 @@ impl Committer {
         options.hashtable_buckets(nomt_options.buckets);
         options.commit_concurrency(nomt_options.concurrency);
         options.io_workers(nomt_options.io_workers);
+        options.page_cache_size(nomt_options.page_cache_mib);
+        options.leaf_cache_size(nomt_options.leaf_cache_mib);
         // NOMT's io and commit threads inherit the affinity of the thread that opens it.
         let previous = nomt_options.cpus.as_ref().map(|_| numa::current_affinity());
         crate::host::pin_current("nomt", nomt_options.cpus.as_deref());
@@ -151,6 +153,10 @@ pub struct NomtOptions<'a> {
     pub concurrency: usize,
     /// io_uring worker threads.
     pub io_workers: usize,
+    /// Page cache, MiB.
+    pub page_cache_mib: usize,
+    /// Leaf cache, MiB.
+    pub leaf_cache_mib: usize,
     /// CPUs the committer thread is pinned to, if any.
     pub cpus: Option<Vec<usize>>,
     /// Build and store a witness of every block (`feed.witnesses`).

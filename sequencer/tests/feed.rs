@@ -117,6 +117,7 @@ fn follower(dir: &std::path::Path, name: &str) -> fullnode::Follower {
         sequencer: Signer::dev().address(),
         genesis: sequencer::dev::dev_alloc(),
         nomt_buckets: 1024,
+        nomt_cache_mib: (64, 64),
     };
     fullnode::Follower::new(config, &dir.join(name)).unwrap()
 }

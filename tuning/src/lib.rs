@@ -11,7 +11,15 @@ use numa::{HostConfig, HugePages, MemoryConfig, Plan, Profile, Topology, cpulist
 
 /// Bytes a state key (an account or a storage slot) takes in memory, about: used to turn an
 /// expected state size into a key count for NOMT's table.
-const BYTES_PER_KEY: u64 = 160;
+pub const BYTES_PER_KEY: u64 = 160;
+
+/// Bytes of NOMT's page tree per key, about (measured: 110–145 at 5–10 M random keys), and of
+/// its leaves (about 200 with 40-byte values): what the page and leaf caches need to hold the
+/// whole trie, so that no block waits for a page read from disk.
+const NOMT_PAGE_BYTES_PER_KEY: u64 = 160;
+const NOMT_LEAF_BYTES_PER_KEY: u64 = 200;
+/// NOMT's own cache default, MiB: the least the plan gives either cache.
+const NOMT_CACHE_MIN_MIB: u64 = 256;
 
 /// What `tuning plan` decided, before it is written out.
 #[derive(Clone, Debug)]
@@ -26,6 +34,10 @@ pub struct Proposal {
     pub nomt_commit_concurrency: usize,
     /// NOMT io_uring workers.
     pub nomt_io_workers: usize,
+    /// NOMT page cache, MiB.
+    pub nomt_page_cache_mib: u64,
+    /// NOMT leaf cache, MiB.
+    pub nomt_leaf_cache_mib: u64,
     /// Mini-block interval, as the config writes it.
     pub mini_block_interval: &'static str,
     /// The data directory.
@@ -94,6 +106,14 @@ pub fn propose(topology: &Topology, profile: Profile, expected_state_mib: u64) -
     };
     let keys = (expected_state_mib << 20) / BYTES_PER_KEY;
     let nomt_buckets = (keys / 16).max(16_384).next_power_of_two().min(1 << 31) as u32;
+    let memory_mib = plan
+        .memory_nodes
+        .iter()
+        .filter_map(|&id| topology.nodes.iter().find(|n| n.id == id)?.mem_total)
+        .sum::<u64>()
+        >> 20;
+    let (nomt_page_cache_mib, nomt_leaf_cache_mib) =
+        nomt_caches_mib(keys, expected_state_mib, memory_mib);
     let commands = host_commands(topology, &host, &memory, &plan);
     Proposal {
         nomt_commit_concurrency: host.nomt_cores.max(1),
@@ -101,6 +121,8 @@ pub fn propose(topology: &Topology, profile: Profile, expected_state_mib: u64) -
         host,
         memory,
         nomt_buckets,
+        nomt_page_cache_mib,
+        nomt_leaf_cache_mib,
         mini_block_interval: "10ms",
         datadir: match profile {
             Profile::Laptop => "./sequencer-data",
@@ -109,6 +131,22 @@ pub fn propose(topology: &Topology, profile: Profile, expected_state_mib: u64) -
         plan,
         commands,
     }
+}
+
+/// NOMT's page and leaf cache sizes (MiB) for a trie of `keys` keys: large enough to hold it
+/// all, but shrunk so that the state and the caches take at most three quarters of
+/// `memory_mib` (the nodes' memory; 0 when unknown, then no cap), and never below NOMT's own
+/// default.
+pub fn nomt_caches_mib(keys: u64, state_mib: u64, memory_mib: u64) -> (u64, u64) {
+    let page = (keys * NOMT_PAGE_BYTES_PER_KEY) >> 20;
+    let leaf = (keys * NOMT_LEAF_BYTES_PER_KEY) >> 20;
+    let room = (memory_mib * 3 / 4).saturating_sub(state_mib);
+    let (page, leaf) = if memory_mib > 0 && page + leaf > room {
+        (page * room / (page + leaf), leaf * room / (page + leaf))
+    } else {
+        (page, leaf)
+    };
+    (page.max(NOMT_CACHE_MIN_MIB), leaf.max(NOMT_CACHE_MIN_MIB))
 }
 
 /// Shrinks the service reservations until they and one executor fit in `cores`: the JIT's
@@ -273,6 +311,17 @@ pub fn render(proposal: &Proposal, topology: &Topology) -> String {
     let _ = writeln!(out, "nomt_commit_concurrency = {}", p.nomt_commit_concurrency);
     let _ = writeln!(out, "# io_uring workers: two per NOMT core, at least NOMT's default of 3.");
     let _ = writeln!(out, "nomt_io_workers = {}", p.nomt_io_workers);
+    let _ = writeln!(
+        out,
+        "# NOMT's caches, to hold the whole trie (~{NOMT_PAGE_BYTES_PER_KEY} B of pages and \
+         ~{NOMT_LEAF_BYTES_PER_KEY} B of leaves"
+    );
+    let _ = writeln!(
+        out,
+        "# per key), within three quarters of the nodes' memory with the state; at least 256."
+    );
+    let _ = writeln!(out, "nomt_page_cache_mib = {}", p.nomt_page_cache_mib);
+    let _ = writeln!(out, "nomt_leaf_cache_mib = {}", p.nomt_leaf_cache_mib);
     let _ = writeln!(out);
     let _ = writeln!(out, "[host]");
     let _ = writeln!(
@@ -362,12 +411,27 @@ pub struct CheckedStorage {
     /// NOMT buckets.
     #[serde(default = "default_buckets")]
     pub nomt_buckets: u32,
+    /// NOMT page cache, MiB.
+    #[serde(default = "default_cache_mib")]
+    pub nomt_page_cache_mib: u64,
+    /// NOMT leaf cache, MiB.
+    #[serde(default = "default_cache_mib")]
+    pub nomt_leaf_cache_mib: u64,
 }
 
 impl Default for CheckedStorage {
     fn default() -> Self {
-        Self { datadir: None, nomt_buckets: default_buckets() }
+        Self {
+            datadir: None,
+            nomt_buckets: default_buckets(),
+            nomt_page_cache_mib: default_cache_mib(),
+            nomt_leaf_cache_mib: default_cache_mib(),
+        }
     }
+}
+
+fn default_cache_mib() -> u64 {
+    NOMT_CACHE_MIN_MIB
 }
 
 fn default_buckets() -> u32 {
@@ -379,4 +443,25 @@ pub fn read_config(path: &Path) -> Result<CheckedConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nomt_caches_hold_the_trie_within_the_memory_left() {
+        // 10 M keys: 1 526 MiB of pages and 1 907 MiB of leaves, with room to spare.
+        assert_eq!(nomt_caches_mib(10_000_000, 1_600, 64 << 10), (1_525, 1_907));
+        // 32 GiB: three quarters is 24 576 MiB, 20 000 of it state; the rest is split in
+        // the same proportion.
+        let (page, leaf) = nomt_caches_mib(100_000_000, 20_000, 32 << 10);
+        assert!(page + leaf <= 24_576 - 20_000, "{page} + {leaf}");
+        assert!(page + leaf > 24_576 - 20_000 - 2, "{page} + {leaf}");
+        assert!((page * 200 / 160).abs_diff(leaf) <= 1, "{page} {leaf}");
+        // A small state, a full host, an unknown memory size: NOMT's default at least.
+        assert_eq!(nomt_caches_mib(1_000, 1, 0), (256, 256));
+        assert_eq!(nomt_caches_mib(100_000_000, 40_000, 32 << 10), (256, 256));
+        assert_eq!(nomt_caches_mib(100_000_000, 1, 0), (15_258, 19_073));
+    }
 }

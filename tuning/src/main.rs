@@ -164,6 +164,8 @@ fn check(config: &Path, sysfs: &Path, json: bool) -> Result<ExitCode, String> {
             parsed.storage.datadir.clone().unwrap_or_else(|| PathBuf::from("sequencer-data")),
         ),
         nomt_bytes: u64::from(parsed.storage.nomt_buckets) * 4096,
+        nomt_cache_bytes: (parsed.storage.nomt_page_cache_mib + parsed.storage.nomt_leaf_cache_mib)
+            << 20,
     };
     let findings = numa::check(&report, &parsed.host, &parsed.memory, &storage);
     if json {
