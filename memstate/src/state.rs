@@ -244,12 +244,24 @@ impl StateView<'_> {
             .unwrap_or_default()
     }
 
+    /// As [`MemState::storage_many`].
+    pub fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        slots_of(self.shards[self.state.shard_of(address)].accounts.get(address), slots, out);
+    }
+
     /// Code by its hash.
     pub fn code_by_hash(&self, hash: &B256) -> Option<Bytecode> {
         if *hash == crate::KECCAK_EMPTY {
             return Some(Bytecode::default());
         }
         self.codes.get(hash).cloned()
+    }
+}
+
+fn slots_of(account: Option<&Account>, slots: &[U256], out: &mut Vec<U256>) {
+    match account {
+        Some(account) => out.extend(slots.iter().map(|slot| account.slot(slot))),
+        None => out.extend(slots.iter().map(|_| U256::ZERO)),
     }
 }
 
@@ -320,6 +332,12 @@ impl MemState {
     /// A storage slot's value (zero when unset or the account does not exist).
     pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
         self.shard(address).accounts.get(address).map(|a| a.slot(slot)).unwrap_or_default()
+    }
+
+    /// The values of several of one account's slots, appended to `out` in the order of
+    /// `slots`: the account is looked up once.
+    pub fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        slots_of(self.shard(address).accounts.get(address), slots, out);
     }
 
     /// Code by its hash.

@@ -5,11 +5,12 @@
 //! The index is a function of the state alone: a node that restarts, or re-syncs after a root
 //! mismatch, rebuilds it from its state ([`KeyIndex::from_state`]) and needs nothing else.
 
-use std::collections::HashMap;
-
 use alloy_primitives::{Address, U256};
 
-use crate::MemState;
+use crate::{MemState, state::KeyHasher};
+
+/// Account → its slots' set, hashed as the state's tables are (foldhash under a process seed).
+type SlotSets = hashbrown::HashMap<Address, RankedSet<U256>, KeyHasher>;
 
 /// Chunks are split when they reach this many keys; inserts then move at most this many, and a
 /// search ends with a binary search over at most this many (a few cache lines).
@@ -124,7 +125,22 @@ impl<K: Ord + Copy> RankedSet<K> {
         self.chunks[c].binary_search(key).ok().map(|at| self.starts[c] + at)
     }
 
+    /// The keys at `ranks`, which must be ascending and below the length, appended to `out`:
+    /// one walk over the chunks instead of a search per rank.
+    pub(crate) fn select_ascending(&mut self, ranks: &[usize], out: &mut Vec<K>) {
+        self.refresh();
+        let mut c = 0;
+        for &rank in ranks {
+            debug_assert!(rank < self.len);
+            while c + 1 < self.starts.len() && self.starts[c + 1] <= rank {
+                c += 1;
+            }
+            out.push(self.chunks[c][rank - self.starts[c]]);
+        }
+    }
+
     /// The key at position `rank`.
+    #[cfg(test)]
     pub(crate) fn select(&mut self, rank: usize) -> Option<K> {
         if rank >= self.len {
             return None;
@@ -139,7 +155,7 @@ impl<K: Ord + Copy> RankedSet<K> {
 #[derive(Clone, Debug, Default)]
 pub struct KeyIndex {
     pub(crate) accounts: RankedSet<Address>,
-    pub(crate) slots: HashMap<Address, RankedSet<U256>>,
+    pub(crate) slots: SlotSets,
 }
 
 impl KeyIndex {
@@ -151,7 +167,7 @@ impl KeyIndex {
     /// The index of `state` as it is now.
     pub fn from_state(state: &MemState) -> Self {
         let mut accounts = Vec::with_capacity(state.account_count());
-        let mut slots = HashMap::new();
+        let mut slots = SlotSets::default();
         state.for_each_account(|address, account| {
             accounts.push(*address);
             if account.storage_len() > 0 {
@@ -268,6 +284,11 @@ mod tests {
                 prop_assert_eq!(ours.rank(key), Some(rank));
                 prop_assert_eq!(ours.select(rank), Some(*key));
             }
+            let ranks: Vec<usize> = (0..model.len()).step_by(3).collect();
+            let mut selected = Vec::new();
+            ours.select_ascending(&ranks, &mut selected);
+            let every_third: Vec<u16> = model.iter().step_by(3).copied().collect();
+            prop_assert_eq!(selected, every_third);
             prop_assert_eq!(ours.select(model.len()), None);
             for key in (0u16..3000).filter(|k| !model.contains(k)).take(50) {
                 prop_assert_eq!(ours.rank(&key), None);

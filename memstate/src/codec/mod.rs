@@ -146,6 +146,10 @@ pub trait PriorState {
     fn account(&self, address: &Address) -> Option<AccountData>;
     /// A slot's value (zero when unset).
     fn storage(&self, address: &Address, slot: &U256) -> U256;
+    /// The values of several of one account's slots, appended to `out` in order.
+    fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        out.extend(slots.iter().map(|slot| self.storage(address, slot)));
+    }
 }
 
 impl PriorState for MemState {
@@ -155,6 +159,9 @@ impl PriorState for MemState {
     fn storage(&self, address: &Address, slot: &U256) -> U256 {
         MemState::storage(self, address, slot)
     }
+    fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        MemState::storage_many(self, address, slots, out);
+    }
 }
 
 impl PriorState for StateView<'_> {
@@ -163,6 +170,9 @@ impl PriorState for StateView<'_> {
     }
     fn storage(&self, address: &Address, slot: &U256) -> U256 {
         StateView::storage(self, address, slot)
+    }
+    fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        StateView::storage_many(self, address, slots, out);
     }
 }
 
@@ -494,6 +504,39 @@ fn read_gaps(r: &mut Reader<'_>, n: usize, limit: usize) -> Result<Vec<usize>, C
     Ok(out)
 }
 
+/// The receiver's values of `keyed`'s accounts (`None` for an indexed account it does not
+/// have) and of their indexed slots, in order.
+fn read_priors(
+    prior: &impl PriorState,
+    keyed: &[Keyed],
+    slots: &[U256],
+) -> (Vec<Option<AccountData>>, Vec<U256>) {
+    let accounts: Vec<Option<AccountData>> = keyed
+        .iter()
+        .map(|k| if k.known { prior.account(&k.address) } else { Some(AccountData::EMPTY) })
+        .collect();
+    let mut values = Vec::with_capacity(slots.len());
+    for k in keyed {
+        let known = &slots[k.slots.start..k.slots.start + k.known_slots];
+        if !known.is_empty() {
+            prior.storage_many(&k.address, known, &mut values);
+        }
+    }
+    (accounts, values)
+}
+
+/// One account of a message with its keys resolved: the first pass of decoding.
+struct Keyed {
+    address: Address,
+    /// In the index before the message.
+    known: bool,
+    flags: u8,
+    /// Its slots in the message's slot list: the first `known_slots` were indexed, the rest
+    /// are new.
+    slots: std::ops::Range<usize>,
+    known_slots: usize,
+}
+
 fn decode_payload(
     index: &mut KeyIndex,
     payload: &[u8],
@@ -559,12 +602,20 @@ fn decode_payload(
     }
     codes.finish()?;
 
-    let mut accounts = Vec::with_capacity(n_known + n_new);
-    for rank in read_gaps(ranks, n_known, index.account_count())? {
-        let address = index.accounts.select(rank).expect("rank below the index length");
-        accounts.push((address, true));
-    }
+    // Decoding runs in three passes, so that the state's cache misses are taken in tight
+    // loops where the CPU overlaps them (one lookup does not wait for the previous one's
+    // value decoding): every key of the message first, from the index and the key sections;
+    // then the receiver's prior values of those keys; then the values, which are distances
+    // from them.
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(n_known + n_new);
+    let mut slot_keys_out: Vec<U256> = Vec::new();
+    let mut known_accounts = Vec::with_capacity(n_known);
+    index
+        .accounts
+        .select_ascending(&read_gaps(ranks, n_known, index.account_count())?, &mut known_accounts);
     ranks.finish()?;
+    let mut accounts: Vec<(Address, bool)> = Vec::with_capacity(n_known + n_new);
+    accounts.extend(known_accounts.into_iter().map(|a| (a, true)));
     let mut last_new: Option<Address> = None;
     for _ in 0..n_new {
         let address = Address::from_slice(addresses.bytes(20)?);
@@ -585,26 +636,72 @@ fn decode_payload(
     }
     addresses.finish()?;
 
-    let mut accounts_out = Vec::with_capacity(accounts.len());
     for (address, is_known) in accounts {
         let f = flags.byte()?;
         if f & !F_ALL != 0 {
             return Err(CodecError::Malformed { section: "flags", what: "unknown flag bits" });
         }
-        let before = if is_known {
-            prior.account(&address).ok_or_else(|| {
-                out_of_sync(format!("account {address} is indexed but not in this node's state"))
-            })?
-        } else {
-            AccountData::EMPTY
-        };
-        let info = if f & F_DELETED != 0 {
-            if f & (F_NONCE | F_BALANCE | F_CODE) != 0 {
+        if f & F_DELETED != 0 && f & (F_NONCE | F_BALANCE | F_CODE) != 0 {
+            return Err(CodecError::Malformed {
+                section: "flags",
+                what: "a deleted account with changed fields",
+            });
+        }
+        let first_slot = slot_keys_out.len();
+        let mut known_slots = 0;
+        if f & F_STORAGE != 0 {
+            let mut set =
+                (is_known && f & F_CLEARED == 0).then(|| index.slots.get_mut(&address)).flatten();
+            let indexed = set.as_ref().map_or(0, |s| s.len());
+            let n_known = slot_counts.count(indexed, "more known slots than indexed")?;
+            let n_new = slot_counts.count(slot_keys.remaining(), "more new slots than bytes")?;
+            if n_known + n_new == 0 {
                 return Err(CodecError::Malformed {
-                    section: "flags",
-                    what: "a deleted account with changed fields",
+                    section: "slot counts",
+                    what: "storage flag without slots",
                 });
             }
+            if let Some(set) = set.as_deref_mut() {
+                set.select_ascending(&read_gaps(slot_ranks, n_known, indexed)?, &mut slot_keys_out);
+                known_slots = n_known;
+            }
+            let mut last: Option<U256> = None;
+            for _ in 0..n_new {
+                let slot = slot_keys.number()?;
+                if last.is_some_and(|l| l >= slot) {
+                    return Err(CodecError::Malformed {
+                        section: "slot keys",
+                        what: "slots not ascending",
+                    });
+                }
+                last = Some(slot);
+                if set.as_deref_mut().is_some_and(|set| set.rank(&slot).is_some()) {
+                    return Err(CodecError::Malformed {
+                        section: "slot keys",
+                        what: "a new slot that is already indexed",
+                    });
+                }
+                slot_keys_out.push(slot);
+            }
+        }
+        keyed.push(Keyed {
+            address,
+            known: is_known,
+            flags: f,
+            slots: first_slot..slot_keys_out.len(),
+            known_slots,
+        });
+    }
+
+    let (prior_accounts, prior_slots) = read_priors(prior, &keyed, &slot_keys_out);
+    let mut accounts_out = Vec::with_capacity(keyed.len());
+    let mut prior_slots = prior_slots.into_iter();
+    for (k, before) in keyed.into_iter().zip(prior_accounts) {
+        let (address, f) = (k.address, k.flags);
+        let before = before.ok_or_else(|| {
+            out_of_sync(format!("account {address} is indexed but not in this node's state"))
+        })?;
+        let info = if f & F_DELETED != 0 {
             None
         } else {
             let mut after = before;
@@ -634,55 +731,23 @@ fn decode_payload(
         let live = info.is_some();
         let mut change =
             AccountDiff { info, storage_cleared: f & F_CLEARED != 0, storage: BTreeMap::new() };
-        // Slots arrive as two ascending runs (known, then new): collected and built in bulk,
-        // which is several times cheaper than inserting one by one.
-        let mut slots = Vec::new();
-        edits.account(address, is_known, !live, change.storage_cleared);
-        if f & F_STORAGE != 0 {
-            let set = (is_known && !change.storage_cleared)
-                .then(|| index.slots.get_mut(&address))
-                .flatten();
-            let indexed = set.as_ref().map_or(0, |s| s.len());
-            let n_known = slot_counts.count(indexed, "more known slots than indexed")?;
-            let n_new = slot_counts.count(slot_keys.remaining(), "more new slots than bytes")?;
-            if n_known + n_new == 0 {
-                return Err(CodecError::Malformed {
-                    section: "slot counts",
-                    what: "storage flag without slots",
-                });
-            }
-            let mut set = set;
-            if let Some(set) = set.as_deref_mut() {
-                for rank in read_gaps(slot_ranks, n_known, indexed)? {
-                    let slot = set.select(rank).expect("rank below the set length");
-                    let value = slot_values.value(&prior.storage(&address, &slot))?;
-                    if live {
-                        edits.slot(address, slot, true, value.is_zero());
-                    }
-                    slots.push((slot, value));
-                }
-            }
-            let mut last: Option<U256> = None;
-            for _ in 0..n_new {
-                let slot = slot_keys.number()?;
-                if last.is_some_and(|l| l >= slot) {
-                    return Err(CodecError::Malformed {
-                        section: "slot keys",
-                        what: "slots not ascending",
-                    });
-                }
-                last = Some(slot);
-                if set.as_deref_mut().is_some_and(|set| set.rank(&slot).is_some()) {
-                    return Err(CodecError::Malformed {
-                        section: "slot keys",
-                        what: "a new slot that is already indexed",
-                    });
-                }
-                let value = slot_values.value(&U256::ZERO)?;
+        edits.account(address, k.known, !live, change.storage_cleared);
+        if !k.slots.is_empty() {
+            // Slots arrive as two ascending runs (known, then new): collected and built in
+            // bulk, which is several times cheaper than inserting one by one.
+            let mut slots = Vec::with_capacity(k.slots.len());
+            for (i, slot) in slot_keys_out[k.slots.clone()].iter().enumerate() {
+                let indexed = i < k.known_slots;
+                let before = if indexed {
+                    prior_slots.next().expect("one prior value per known slot")
+                } else {
+                    U256::ZERO
+                };
+                let value = slot_values.value(&before)?;
                 if live {
-                    edits.slot(address, slot, false, value.is_zero());
+                    edits.slot(address, *slot, indexed, value.is_zero());
                 }
-                slots.push((slot, value));
+                slots.push((*slot, value));
             }
             change.storage = BTreeMap::from_iter(slots);
         }
