@@ -82,10 +82,18 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
             stage(|s| s.wal),
             stage(|s| s.root),
         );
+        let sum = recover + execute + diff + wal + root;
+        let cpu = med(runs.iter().map(|r| per_tx(r.cpu)));
+        let wall = |i: usize| med(all.iter().map(|s| per_tx(s.wall[i])));
         json!({
             "stages_us_per_tx": {
                 "recover": recover, "execute": execute, "diff": diff, "wal": wal, "root": root,
-                "sum": recover + execute + diff + wal + root,
+                "sum": sum,
+                "share_of_cpu": sum / cpu,
+            },
+            "stages_wall_us_per_tx": {
+                "recover": wall(0), "execute": wall(1), "diff": wall(2), "wal": wall(3),
+                "root": wall(4),
             },
             "mini_blocks_per_run": med(all.iter().map(|s| s.mini_blocks as f64)),
             "seal_latency_us": {

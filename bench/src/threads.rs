@@ -1,6 +1,6 @@
 //! CPU time by thread, from `/proc/self/task`: where a run's CPU went, grouped by what the
-//! node's threads do (they are named: `block-builder`, `root-commit`, NOMT's, …). Unlike the
-//! node's stage timers (wall time), these add up to the process's CPU time.
+//! node's threads do (they are named: `block-builder`, `root-commit`, NOMT's, …). These add
+//! up to the process's CPU time; the node's stage timers count only the stages themselves.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -40,17 +40,20 @@ fn parse_stat(stat: &str, ticks_per_s: u64) -> Option<(String, Duration)> {
     Some((name, Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_s)))
 }
 
+/// The group of NOMT's own threads (its commit workers, hash-table and B-tree I/O).
+pub const NOMT_GROUP: &str = "NOMT workers and I/O";
+
 /// What a thread does, from its name.
 pub fn group(name: &str) -> &'static str {
     const GROUPS: [(&str, &str); 14] = [
         ("rayon-", "sender recovery (worker pool)"),
         ("block-builder", "builder: execute, diff, WAL"),
         ("root-commit", "root thread: NOMT session, witness, header"),
-        ("nomt-", "NOMT workers and I/O"),
-        ("beatree-", "NOMT workers and I/O"),
-        ("bitbox-", "NOMT workers and I/O"),
-        ("io-worker", "NOMT workers and I/O"),
-        ("iou-wrk", "NOMT workers and I/O"),
+        ("nomt-", NOMT_GROUP),
+        ("beatree-", NOMT_GROUP),
+        ("bitbox-", NOMT_GROUP),
+        ("io-worker", NOMT_GROUP),
+        ("iou-wrk", NOMT_GROUP),
         ("feed-publisher", "feed and p2p"),
         ("p2p", "feed and p2p"),
         ("tokio-rt", "JSON-RPC server and clients"),

@@ -19,6 +19,7 @@ pub mod pool;
 pub mod publish;
 pub mod root;
 pub mod rpc;
+pub mod stage;
 pub mod store;
 pub mod tx;
 pub mod verdicts;

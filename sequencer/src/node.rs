@@ -26,6 +26,7 @@ use crate::{
     pool::Pool,
     publish::{FeedEvent, FeedSender},
     root::{BlockToSeal, Checkpoints, Committer, NomtOptions, RootError},
+    stage::Stage,
     store::{BlockStore, Checkpoint, StoreError},
     tx::{PooledTx, StaticRules, TxError, decode_and_check, decode_batch, decode_recovered},
     wal::{Record, Wal, WalError},
@@ -808,21 +809,21 @@ impl Builder {
                 sealed_at_ms,
                 txs: executed.iter().map(|o| (o.tx.sender, o.tx.raw.clone())).collect(),
             };
-            let started = Instant::now();
+            let stage = Stage::start();
             if let Err(err) = self.wal.append(&[record]) {
                 tracing::error!(%err, "WAL append failed: stopping the sequencer");
                 return false;
             }
-            metrics::histogram!("sequencer_wal_append_seconds").record(started.elapsed());
+            stage.record("sequencer_wal_append_seconds", "sequencer_wal_append_cpu_seconds");
         }
         // Encoded against the state before the diff, which is what followers hold.
-        let started = Instant::now();
+        let stage = Stage::start();
         let encoded = self.codec.as_mut().map(|codec| codec.encode(&diff, &*self.node.state));
         if self.node.config.feed.witnesses {
             self.block_pre.capture(&self.node.state, &reads, &diff);
         }
         let wiped = self.node.state.apply(&diff);
-        metrics::histogram!("sequencer_diff_seconds").record(started.elapsed());
+        stage.record("sequencer_diff_seconds", "sequencer_diff_cpu_seconds");
         self.block_wiped.extend(wiped);
         self.block_reads.extend(&reads);
         let message = encoded.map(|encoded| match encoded {
@@ -1027,9 +1028,10 @@ impl Builder {
                 continue;
             }
             // Seal as soon as the batch is done; under load a batch stops at the interval.
-            let started = Instant::now();
+            let stage = Stage::start();
+            let started = stage.started();
             let outcome = self.execute(selected, Some(started + blocks.mini_block_interval));
-            metrics::histogram!("sequencer_execution_seconds").record(started.elapsed());
+            stage.record("sequencer_execution_seconds", "sequencer_execution_cpu_seconds");
             if !self.finish_mini_block(outcome, now_ms(), true) {
                 break;
             }

@@ -334,7 +334,7 @@ fn run(
 ) {
     let mut parent_hash = sink.chain.head().map(|b| b.hash).unwrap_or_default();
     for block in rx {
-        let started = Instant::now();
+        let stage = crate::stage::Stage::start();
         let diff = StateDiff::merged(block.diffs.iter().map(|d| d.as_ref()));
         let keys = diff.accounts.len() + block.wiped.len();
         let root = match commit_block(&nomt, &block, &diff, &sink.chain, witnesses.as_ref()) {
@@ -344,7 +344,7 @@ fn run(
                 return;
             }
         };
-        metrics::histogram!("sequencer_root_commit_seconds").record(started.elapsed());
+        stage.record("sequencer_root_commit_seconds", "sequencer_root_commit_cpu_seconds");
         metrics::counter!("sequencer_root_keys_total").increment(keys as u64);
         let header = build_header(spec, &block.env, parent_hash, root, &block.txs, block.gas_used);
         let hash = header.hash_slow();

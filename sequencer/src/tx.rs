@@ -198,9 +198,9 @@ pub fn decode_and_check(raw: Bytes, rules: &StaticRules) -> Result<PooledTx, TxE
     }
     let envelope = decode_envelope(&raw)?;
     check_static(&envelope, rules)?;
-    let started = std::time::Instant::now();
+    let stage = crate::stage::Stage::start();
     let sender = recover_sender(&envelope)?;
-    metrics::histogram!("sequencer_recover_seconds").record(started.elapsed());
+    stage.record("sequencer_recover_seconds", "sequencer_recover_cpu_seconds");
     let hash = keccak256(&raw);
     Ok(PooledTx { envelope, sender, hash, raw })
 }
