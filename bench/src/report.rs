@@ -46,12 +46,14 @@ fn per_cpu_count(results: &[Value]) -> Vec<&Value> {
 }
 
 /// The stage names of a result's breakdown, in pipeline order.
-const STAGES: [(&str, &str); 5] = [
-    ("recover", "sender recovery"),
+const STAGES: [(&str, &str); 7] = [
+    ("admit", "admission (sender recovery)"),
     ("execute", "execution"),
     ("diff", "diff encode + apply"),
-    ("wal", "WAL append + fsync"),
-    ("root", "NOMT root commit"),
+    ("wal", "WAL append"),
+    ("root", "block seal: NOMT root commit"),
+    ("jit", "JIT compile"),
+    ("feed", "feed publish"),
 ];
 
 /// The Markdown tables of `bench run` results (one object per target, as `--json` prints):
@@ -95,17 +97,17 @@ pub fn table(results: &[Value]) -> String {
             num(r, "baseline_sequential_recovery"),
         ));
     }
-    out.push_str("\nLatency, submission to receipt (µs), and the node's CPU time per transaction by stage (µs, from each stage's thread CPU clock; root includes NOMT's threads):\n\n");
-    out.push_str("| pipeline | p50 | p90 | p99 | p99.9 | max | mini-block seal p50 / p99 | recover | execute | diff | WAL | root | stages sum | CPU | stages / CPU | diff B/tx | peak RSS MiB |\n");
+    out.push_str("\nLatency, submission to receipt (µs), and the node's CPU time per transaction by stage (µs: each stage's thread CPU clock; block seal includes NOMT's threads, JIT and feed are their threads):\n\n");
+    out.push_str("| pipeline | p50 | p90 | p99 | p99.9 | max | mini-block seal p50 / p99 | admit | execute | diff | WAL | block seal | JIT | feed | stages sum | CPU | stages / CPU | diff B/tx | peak RSS MiB |\n");
     out.push_str(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         let l = &r["latency_us"];
         let st = &r["stages_us_per_tx"];
         let seal = &r["seal_latency_us"];
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.1} | {:.0} |\n",
             label(r),
             l["p50"],
             l["p90"],
@@ -114,11 +116,13 @@ pub fn table(results: &[Value]) -> String {
             l["max"],
             num(seal, "p50"),
             num(seal, "p99"),
-            num(st, "recover"),
+            num(st, "admit"),
             num(st, "execute"),
             num(st, "diff"),
             num(st, "wal"),
             num(st, "root"),
+            num(st, "jit"),
+            num(st, "feed"),
             num(st, "sum"),
             num(r, "cpu_us_per_tx"),
             num(st, "share_of_cpu") * 100.0,
@@ -486,7 +490,7 @@ fn stages_plot(path: &Path, results: &[Value]) -> PlotResult {
         let b = &r["baseline_stages_us_per_tx"];
         rows.push((
             "baseline (wall time)".into(),
-            vec![num(b, "recover"), num(b, "execute"), 0.0, 0.0, num(b, "root")],
+            vec![num(b, "recover"), num(b, "execute"), 0.0, 0.0, num(b, "root"), 0.0, 0.0],
         ));
     }
     let legend: Vec<String> = STAGES.iter().map(|(_, name)| name.to_string()).collect();

@@ -75,24 +75,27 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
     let stages = runs.iter().map(|r| r.stages).collect::<Option<Vec<_>>>().map(|all| {
         let stage =
             |f: fn(&crate::target::StageTimes) -> Duration| med(all.iter().map(|s| per_tx(f(s))));
-        let (recover, execute, diff, wal, root) = (
-            stage(|s| s.recover),
+        let (admit, execute, diff, wal, root, jit, feed) = (
+            stage(|s| s.admit),
             stage(|s| s.execute),
             stage(|s| s.diff),
             stage(|s| s.wal),
             stage(|s| s.root),
+            stage(|s| s.jit),
+            stage(|s| s.feed),
         );
-        let sum = recover + execute + diff + wal + root;
+        let sum = admit + execute + diff + wal + root + jit + feed;
         let cpu = med(runs.iter().map(|r| per_tx(r.cpu)));
         let wall = |i: usize| med(all.iter().map(|s| per_tx(s.wall[i])));
         json!({
             "stages_us_per_tx": {
-                "recover": recover, "execute": execute, "diff": diff, "wal": wal, "root": root,
+                "admit": admit, "execute": execute, "diff": diff, "wal": wal, "root": root,
+                "jit": jit, "feed": feed,
                 "sum": sum,
                 "share_of_cpu": sum / cpu,
             },
             "stages_wall_us_per_tx": {
-                "recover": wall(0), "execute": wall(1), "diff": wall(2), "wal": wall(3),
+                "admit": wall(0), "execute": wall(1), "diff": wall(2), "wal": wall(3),
                 "root": wall(4),
             },
             "mini_blocks_per_run": med(all.iter().map(|s| s.mini_blocks as f64)),

@@ -80,8 +80,9 @@ pub struct RunSettings {
 /// thread that ran each stage, summed over threads), and the same stages' wall time.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct StageTimes {
-    /// Sender recovery (per transaction, on the submitting threads).
-    pub recover: Duration,
+    /// Admission: decoding, checks, sender recovery and hash (per transaction, on the
+    /// submitting threads).
+    pub admit: Duration,
     /// Execution of mini-blocks (the state diff is built as they execute).
     pub execute: Duration,
     /// Encoding each mini-block's diff for followers and applying it to memstate.
@@ -91,7 +92,12 @@ pub struct StageTimes {
     /// NOMT root commits, witnesses included: the committer thread's CPU in its commits plus
     /// the CPU of NOMT's own threads, which do the commits' hashing and I/O.
     pub root: Duration,
-    /// Wall time of recover, execute, diff, WAL and root (the committer thread's), as
+    /// Compiling hot contracts (the JIT's threads).
+    pub jit: Duration,
+    /// Publishing: signing and gossiping envelopes, the DA archive (the feed's and libp2p's
+    /// threads).
+    pub feed: Duration,
+    /// Wall time of admit, execute, diff, WAL and root (the committer thread's), as
     /// Prometheus shows them: on a host with more runnable threads than cores they also count
     /// the time a thread waited for a core.
     pub wall: [Duration; 5],
@@ -109,19 +115,20 @@ impl StageTimes {
     fn read(stages: &Stages, cpu_by_thread: &[(String, Duration)]) -> Self {
         let secs = |name: &str| Duration::from_secs_f64(stages.histogram(name).sum);
         let seal = stages.histogram("sequencer_mini_block_seal_seconds");
-        let nomt_threads = cpu_by_thread
-            .iter()
-            .filter(|(group, _)| group == crate::threads::NOMT_GROUP)
-            .map(|(_, cpu)| *cpu)
-            .sum::<Duration>();
+        let group = |name: &str| {
+            cpu_by_thread.iter().filter(|(g, _)| g == name).map(|(_, cpu)| *cpu).sum::<Duration>()
+        };
+        let nomt_threads = group(crate::threads::NOMT_GROUP);
         Self {
-            recover: secs("sequencer_recover_cpu_seconds"),
+            admit: secs("sequencer_admit_cpu_seconds"),
+            jit: group(crate::threads::JIT_GROUP),
+            feed: group(crate::threads::FEED_GROUP),
             execute: secs("sequencer_execution_cpu_seconds"),
             diff: secs("sequencer_diff_cpu_seconds"),
             wal: secs("sequencer_wal_append_cpu_seconds"),
             root: secs("sequencer_root_commit_cpu_seconds") + nomt_threads,
             wall: [
-                "sequencer_recover_seconds",
+                "sequencer_admit_seconds",
                 "sequencer_execution_seconds",
                 "sequencer_diff_seconds",
                 "sequencer_wal_append_seconds",
@@ -135,9 +142,9 @@ impl StageTimes {
         }
     }
 
-    /// The sum of the stages.
+    /// The sum of the stages' CPU time.
     pub fn total(&self) -> Duration {
-        self.recover + self.execute + self.diff + self.wal + self.root
+        self.admit + self.execute + self.diff + self.wal + self.root + self.jit + self.feed
     }
 }
 

@@ -42,6 +42,10 @@ fn parse_stat(stat: &str, ticks_per_s: u64) -> Option<(String, Duration)> {
 
 /// The group of NOMT's own threads (its commit workers, hash-table and B-tree I/O).
 pub const NOMT_GROUP: &str = "NOMT workers and I/O";
+/// The group of the JIT's compile threads.
+pub const JIT_GROUP: &str = "JIT compiler";
+/// The group of the feed's publisher and libp2p's threads.
+pub const FEED_GROUP: &str = "feed and p2p";
 
 /// What a thread does, from its name.
 pub fn group(name: &str) -> &'static str {
@@ -54,11 +58,11 @@ pub fn group(name: &str) -> &'static str {
         ("bitbox-", NOMT_GROUP),
         ("io-worker", NOMT_GROUP),
         ("iou-wrk", NOMT_GROUP),
-        ("feed-publisher", "feed and p2p"),
-        ("p2p", "feed and p2p"),
+        ("feed-publisher", FEED_GROUP),
+        ("p2p", FEED_GROUP),
         ("tokio-rt", "JSON-RPC server and clients"),
         ("tokio-runtime", "JSON-RPC server and clients"),
-        ("jit-", "JIT compiler"),
+        ("jit-", JIT_GROUP),
         ("exec-", "parallel executor"),
     ];
     GROUPS.iter().find(|(prefix, _)| name.starts_with(prefix)).map_or("other", |(_, g)| g)

@@ -53,14 +53,14 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
         target::run(&prepared, &settings, Target::Inprocess, &indicatif::ProgressBar::hidden())
             .unwrap();
     let stages = run.stages.expect("this test binary's recorder is the bench's");
-    assert!(stages.recover > Duration::ZERO && stages.execute > Duration::ZERO);
+    assert!(stages.admit > Duration::ZERO && stages.execute > Duration::ZERO);
     assert!(stages.wal > Duration::ZERO && stages.root > Duration::ZERO);
     assert!(stages.diff > Duration::ZERO && stages.diff_bytes > 0);
     assert!(stages.mini_blocks > 0 && stages.seal_p50_us > 0);
     assert!(run.peak_rss_bytes > 0);
     // The stages are CPU times of the threads that ran them: never above their wall time.
     for (cpu, wall) in
-        [stages.recover, stages.execute, stages.diff, stages.wal].iter().zip(stages.wall)
+        [stages.admit, stages.execute, stages.diff, stages.wal].iter().zip(stages.wall)
     {
         assert!(*cpu <= wall && wall > Duration::ZERO, "{cpu:?} of CPU in {wall:?}");
     }
@@ -89,7 +89,7 @@ fn a_run_reports_its_stages_latency_and_ratios_and_the_report_parses() {
     assert_eq!(result["unit"], "tx/s");
     assert_eq!(result["latency_us"]["count"], 120);
     let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / 120.0;
-    assert_eq!(result["stages_us_per_tx"]["recover"].as_f64().unwrap(), per_tx(stages.recover));
+    assert_eq!(result["stages_us_per_tx"]["admit"].as_f64().unwrap(), per_tx(stages.admit));
     assert_eq!(result["stages_wall_us_per_tx"]["root"].as_f64().unwrap(), per_tx(stages.wall[4]));
     let sum = result["stages_us_per_tx"]["sum"].as_f64().unwrap();
     let share = result["stages_us_per_tx"]["share_of_cpu"].as_f64().unwrap();

@@ -344,7 +344,6 @@ fn run(
                 return;
             }
         };
-        stage.record("sequencer_root_commit_seconds", "sequencer_root_commit_cpu_seconds");
         metrics::counter!("sequencer_root_keys_total").increment(keys as u64);
         let header = build_header(spec, &block.env, parent_hash, root, &block.txs, block.gas_used);
         let hash = header.hash_slow();
@@ -359,6 +358,7 @@ fn run(
             size,
         };
         sink.seal(sealed, block.checkpoint);
+        stage.record("sequencer_root_commit_seconds", "sequencer_root_commit_cpu_seconds");
     }
 }
 

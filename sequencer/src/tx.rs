@@ -196,12 +196,12 @@ pub fn decode_and_check(raw: Bytes, rules: &StaticRules) -> Result<PooledTx, TxE
         }
         _ => {}
     }
+    let stage = crate::stage::Stage::start();
     let envelope = decode_envelope(&raw)?;
     check_static(&envelope, rules)?;
-    let stage = crate::stage::Stage::start();
     let sender = recover_sender(&envelope)?;
-    stage.record("sequencer_recover_seconds", "sequencer_recover_cpu_seconds");
     let hash = keccak256(&raw);
+    stage.record("sequencer_admit_seconds", "sequencer_admit_cpu_seconds");
     Ok(PooledTx { envelope, sender, hash, raw })
 }
 
