@@ -126,14 +126,15 @@ impl<K: Ord + Copy> RankedSet<K> {
     }
 
     /// The keys at `ranks`, which must be ascending and below the length, appended to `out`:
-    /// one walk over the chunks instead of a search per rank.
+    /// a rank in the same chunk as the previous one costs no search, and a search starts from
+    /// the previous rank's chunk.
     pub(crate) fn select_ascending(&mut self, ranks: &[usize], out: &mut Vec<K>) {
         self.refresh();
         let mut c = 0;
         for &rank in ranks {
             debug_assert!(rank < self.len);
-            while c + 1 < self.starts.len() && self.starts[c + 1] <= rank {
-                c += 1;
+            if c + 1 < self.starts.len() && self.starts[c + 1] <= rank {
+                c += self.starts[c + 1..].partition_point(|&s| s <= rank);
             }
             out.push(self.chunks[c][rank - self.starts[c]]);
         }
