@@ -602,11 +602,10 @@ fn decode_payload(
     }
     codes.finish()?;
 
-    // Decoding runs in three passes, so that the state's cache misses are taken in tight
-    // loops where the CPU overlaps them (one lookup does not wait for the previous one's
-    // value decoding): every key of the message first, from the index and the key sections;
-    // then the receiver's prior values of those keys; then the values, which are distances
-    // from them.
+    // Decoding runs in three passes, so that the state's lookups run in tight loops of their
+    // own rather than between value decodings: every key of the message first, from the
+    // index and the key sections; then the receiver's prior values of those keys; then the
+    // values, which are distances from them.
     let mut keyed: Vec<Keyed> = Vec::with_capacity(n_known + n_new);
     let mut slot_keys_out: Vec<U256> = Vec::new();
     let mut known_accounts = Vec::with_capacity(n_known);
