@@ -19,7 +19,8 @@ pub struct Machine {
     pub revision: String,
 }
 
-fn meminfo(key: &str) -> Option<u64> {
+/// A `/proc/meminfo` field's value (kB for sizes).
+pub(crate) fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -72,6 +72,7 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
         latency.add(&r.latency).expect("same bounds");
     }
     let q = |quantile: f64| latency.value_at_quantile(quantile);
+    let cpu = med(runs.iter().map(|r| per_tx(r.cpu)));
     let stages = runs.iter().map(|r| r.stages).collect::<Option<Vec<_>>>().map(|all| {
         let stage =
             |f: fn(&crate::target::StageTimes) -> Duration| med(all.iter().map(|s| per_tx(f(s))));
@@ -85,7 +86,6 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
             stage(|s| s.feed),
         );
         let sum = admit + execute + diff + wal + root + jit + feed;
-        let cpu = med(runs.iter().map(|r| per_tx(r.cpu)));
         let wall = |i: usize| med(all.iter().map(|s| per_tx(s.wall[i])));
         json!({
             "stages_us_per_tx": {
@@ -137,7 +137,7 @@ pub fn of_runs(runs: &[RunResult], cx: Context<'_>) -> Value {
         "ratio_vs_sequential_recovery": ours / base_seq_tps,
         "baseline_sequential_recovery": base_seq_tps,
         "gas_per_s": med(runs.iter().map(|r| r.gas as f64 / r.elapsed.as_secs_f64())),
-        "cpu_us_per_tx": med(runs.iter().map(|r| per_tx(r.cpu))),
+        "cpu_us_per_tx": cpu,
         "cpu_us_per_tx_by_thread": by_thread,
         "latency_us": {
             "count": latency.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),

@@ -141,11 +141,6 @@ impl StageTimes {
             diff_bytes: stages.counter("feed_diff_bytes_total"),
         }
     }
-
-    /// The sum of the stages' CPU time.
-    pub fn total(&self) -> Duration {
-        self.admit + self.execute + self.diff + self.wal + self.root + self.jit + self.feed
-    }
 }
 
 /// Result of one run of our pipeline.
@@ -221,16 +216,6 @@ pub fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The host's memory, MiB (0 when /proc/meminfo cannot be read).
-fn host_memory_mib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb >> 10)
-}
-
 fn start_node(
     p: &Prepared,
     settings: &RunSettings,
@@ -243,8 +228,11 @@ fn start_node(
     // its 256 MiB defaults leave most of the trie on disk.
     let keys: u64 =
         p.alloc.values().map(|a| 1 + a.storage.as_ref().map_or(0, |s| s.len() as u64)).sum();
-    let (page, leaf) =
-        tuning::nomt_caches_mib(keys, (keys * tuning::BYTES_PER_KEY) >> 20, host_memory_mib());
+    let (page, leaf) = tuning::nomt_caches_mib(
+        keys,
+        (keys * tuning::BYTES_PER_KEY) >> 20,
+        crate::machine::meminfo("MemTotal:").unwrap_or(0) >> 10,
+    );
     config.storage.nomt_page_cache_mib = page as usize;
     config.storage.nomt_leaf_cache_mib = leaf as usize;
     config.metrics.enabled = false;

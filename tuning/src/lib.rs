@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn nomt_caches_hold_the_trie_within_the_memory_left() {
-        // 10 M keys: 1 526 MiB of pages and 1 907 MiB of leaves, with room to spare.
+        // 10 M keys: 1 525 MiB of pages and 1 907 MiB of leaves, with room to spare.
         assert_eq!(nomt_caches_mib(10_000_000, 1_600, 64 << 10), (1_525, 1_907));
         // 32 GiB: three quarters is 24 576 MiB, 20 000 of it state; the rest is split in
         // the same proportion.

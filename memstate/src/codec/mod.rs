@@ -608,13 +608,12 @@ fn decode_payload(
     // values, which are distances from them.
     let mut keyed: Vec<Keyed> = Vec::with_capacity(n_known + n_new);
     let mut slot_keys_out: Vec<U256> = Vec::new();
-    let mut known_accounts = Vec::with_capacity(n_known);
+    // Known accounts first (by rank), then new ones: account `i` was indexed if `i < n_known`.
+    let mut accounts: Vec<Address> = Vec::with_capacity(n_known + n_new);
     index
         .accounts
-        .select_ascending(&read_gaps(ranks, n_known, index.account_count())?, &mut known_accounts);
+        .select_ascending(&read_gaps(ranks, n_known, index.account_count())?, &mut accounts);
     ranks.finish()?;
-    let mut accounts: Vec<(Address, bool)> = Vec::with_capacity(n_known + n_new);
-    accounts.extend(known_accounts.into_iter().map(|a| (a, true)));
     let mut last_new: Option<Address> = None;
     for _ in 0..n_new {
         let address = Address::from_slice(addresses.bytes(20)?);
@@ -631,11 +630,12 @@ fn decode_payload(
             });
         }
         last_new = Some(address);
-        accounts.push((address, false));
+        accounts.push(address);
     }
     addresses.finish()?;
 
-    for (address, is_known) in accounts {
+    for (i, address) in accounts.into_iter().enumerate() {
+        let is_known = i < n_known;
         let f = flags.byte()?;
         if f & !F_ALL != 0 {
             return Err(CodecError::Malformed { section: "flags", what: "unknown flag bits" });
