@@ -32,9 +32,7 @@ pub use commitment::{account_key, account_value, nomt_ops, slot_key, slot_value}
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, ReadSet, account_info};
-pub use state::{
-    Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView, Storage,
-};
+pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView};
 
 /// Keccak-256 of empty code, the code hash of every account without code.
 pub use revm::primitives::KECCAK_EMPTY;

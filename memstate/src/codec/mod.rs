@@ -150,6 +150,10 @@ pub trait PriorState {
     fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
         out.extend(slots.iter().map(|slot| self.storage(address, slot)));
     }
+    /// The fields of several accounts, appended to `out` in order.
+    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+        out.extend(addresses.iter().map(|address| self.account(address)));
+    }
 }
 
 impl PriorState for MemState {
@@ -173,6 +177,9 @@ impl PriorState for StateView<'_> {
     }
     fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
         StateView::storage_many(self, address, slots, out);
+    }
+    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+        StateView::accounts(self, addresses, out);
     }
 }
 
@@ -505,16 +512,17 @@ fn read_gaps(r: &mut Reader<'_>, n: usize, limit: usize) -> Result<Vec<usize>, C
 }
 
 /// The receiver's values of `keyed`'s accounts (`None` for an indexed account it does not
-/// have) and of their indexed slots, in order.
+/// have) and of their indexed slots, in order. The indexed accounts are `keyed`'s first
+/// `known.len()`, whose addresses `known` lists.
 fn read_priors(
     prior: &impl PriorState,
     keyed: &[Keyed],
+    known: &[Address],
     slots: &[U256],
 ) -> (Vec<Option<AccountData>>, Vec<U256>) {
-    let accounts: Vec<Option<AccountData>> = keyed
-        .iter()
-        .map(|k| if k.known { prior.account(&k.address) } else { Some(AccountData::EMPTY) })
-        .collect();
+    let mut accounts = Vec::with_capacity(keyed.len());
+    prior.accounts_many(known, &mut accounts);
+    accounts.resize(keyed.len(), Some(AccountData::EMPTY));
     let mut values = Vec::with_capacity(slots.len());
     for k in keyed {
         let known = &slots[k.slots.start..k.slots.start + k.known_slots];
@@ -634,7 +642,7 @@ fn decode_payload(
     }
     addresses.finish()?;
 
-    for (i, address) in accounts.into_iter().enumerate() {
+    for (i, &address) in accounts.iter().enumerate() {
         let is_known = i < n_known;
         let f = flags.byte()?;
         if f & !F_ALL != 0 {
@@ -692,7 +700,8 @@ fn decode_payload(
         });
     }
 
-    let (prior_accounts, prior_slots) = read_priors(prior, &keyed, &slot_keys_out);
+    let (prior_accounts, prior_slots) =
+        read_priors(prior, &keyed, &accounts[..n_known], &slot_keys_out);
     let mut accounts_out = Vec::with_capacity(keyed.len());
     let mut prior_slots = prior_slots.into_iter();
     for (k, before) in keyed.into_iter().zip(prior_accounts) {
