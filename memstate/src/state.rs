@@ -57,8 +57,7 @@ impl Storage {
         self.0.find(hash, |(s, _)| s == slot).map(|(_, value)| *value)
     }
 
-    fn insert(&mut self, slot: U256, value: U256) {
-        let hash = hash_slot(&slot);
+    fn insert(&mut self, hash: u64, slot: U256, value: U256) {
         match self.0.entry(hash, |(s, _)| *s == slot, |(s, _)| hash_slot(s)) {
             hashbrown::hash_table::Entry::Occupied(mut entry) => entry.get_mut().1 = value,
             hashbrown::hash_table::Entry::Vacant(entry) => {
@@ -67,8 +66,8 @@ impl Storage {
         }
     }
 
-    fn remove(&mut self, slot: &U256) {
-        if let Ok(entry) = self.0.find_entry(hash_slot(slot), |(s, _)| s == slot) {
+    fn remove(&mut self, hash: u64, slot: &U256) {
+        if let Ok(entry) = self.0.find_entry(hash, |(s, _)| s == slot) {
             entry.remove();
         }
     }
@@ -99,7 +98,7 @@ fn prefetch_entry<T>(table: &hashbrown::HashTable<T, NodeAlloc>, hash: u64) {
 
 /// A hint to load the cache line holding `p`; it never faults, whatever `p` is.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it reads nothing architecturally and cannot fault,
     // even for an invalid address.
@@ -111,9 +110,10 @@ fn prefetch(p: *const u8) {
 }
 
 /// How many reads ahead a batch read prefetches ([`StateView::accounts`],
-/// [`MemState::storage_many`]): enough to cover a miss to memory with the work of the reads
-/// in between, few enough that the lines are still there.
-const PREFETCH_DISTANCE: usize = 8;
+/// [`MemState::storage_many`], [`MemState::apply`], the codec's key index): enough to cover a
+/// miss to memory with the work of the reads in between, few enough that the lines are still
+/// there.
+pub(crate) const PREFETCH_DISTANCE: usize = 8;
 
 /// Reads `keys` in order with `read(i, hash)`, having asked `prefetch(i, hash)` for key
 /// `i + PREFETCH_DISTANCE` first, so that the misses of a large table overlap.
@@ -205,12 +205,20 @@ impl Account {
         }
     }
 
-    fn set_slot(&mut self, alloc: NodeAlloc, slot: U256, value: U256) {
+    /// Sets a slot whose [`hash_slot`] is `hash` (zero deletes it).
+    fn set_slot(&mut self, alloc: NodeAlloc, hash: u64, slot: U256, value: U256) {
         if !value.is_zero() {
-            self.extra(alloc).storage.insert(slot, value);
+            self.extra(alloc).storage.insert(hash, slot, value);
         } else if let Some(extra) = &mut self.extra {
-            extra.storage.remove(&slot);
+            extra.storage.remove(hash, &slot);
             self.shrink();
+        }
+    }
+
+    /// Starts loading the entry of the slot whose [`hash_slot`] is `hash`.
+    fn prefetch_slot(&self, hash: u64) {
+        if let Some(extra) = &self.extra {
+            prefetch_entry(&extra.storage.0, hash);
         }
     }
 
@@ -270,8 +278,8 @@ impl Shard {
         prefetch_entry(&self.accounts, hash);
     }
 
-    fn get_or_insert(&mut self, address: &Address) -> &mut Account {
-        let hash = hash_address(address);
+    /// The account at `address`, whose [`hash_address`] is `hash`, created empty if missing.
+    fn get_or_insert(&mut self, hash: u64, address: &Address) -> &mut Account {
         let entry = self
             .accounts
             .entry(hash, |(a, _)| a == address, |(a, _)| hash_address(a))
@@ -558,8 +566,21 @@ impl MemState {
         for (hash, code) in &diff.codes {
             codes.entry(*hash).or_insert_with(|| code.clone());
         }
-        for (address, change) in &diff.accounts {
-            let shard = &mut *shards[self.shard_of(address)];
+        // Each entry is prefetched a few accounts (or slots) ahead, as batch reads do: a
+        // follower applies diffs of accounts that are not in cache.
+        let accounts: Vec<_> = diff
+            .accounts
+            .iter()
+            .map(|(address, change)| {
+                (address, change, self.shard_of(address), hash_address(address))
+            })
+            .collect();
+        let mut slots = Vec::new();
+        for (i, &(address, change, shard, hash)) in accounts.iter().enumerate() {
+            if let Some(&(_, _, ahead, hash)) = accounts.get(i + PREFETCH_DISTANCE) {
+                shards[ahead].prefetch(hash);
+            }
+            let shard = &mut *shards[shard];
             match &change.info {
                 None => {
                     if let Some(mut old) = shard.remove(address) {
@@ -568,7 +589,7 @@ impl MemState {
                 }
                 Some(info) => {
                     let alloc = shard.alloc;
-                    let account = shard.get_or_insert(address);
+                    let account = shard.get_or_insert(hash, address);
                     account.nonce = info.nonce;
                     account.balance = info.balance;
                     account.set_code_hash(alloc, info.code_hash);
@@ -581,8 +602,13 @@ impl MemState {
                                 .map(|slot| (*address, slot)),
                         );
                     }
-                    for (slot, value) in &change.storage {
-                        account.set_slot(alloc, *slot, *value);
+                    slots.clear();
+                    slots.extend(change.storage.iter().map(|(s, v)| (*s, *v, hash_slot(s))));
+                    for (j, &(slot, value, hash)) in slots.iter().enumerate() {
+                        if let Some(&(_, _, hash)) = slots.get(j + PREFETCH_DISTANCE) {
+                            account.prefetch_slot(hash);
+                        }
+                        account.set_slot(alloc, hash, slot, value);
                     }
                 }
             }
