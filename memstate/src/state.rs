@@ -15,7 +15,7 @@ use std::{
 
 use alloy_primitives::{Address, B256, Bytes, U256};
 use numa::NodeAlloc;
-use parking_lot::{RwLock, RwLockReadGuard};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use revm::state::Bytecode;
 
 use crate::diff::{AccountData, StateDiff};
@@ -114,6 +114,38 @@ pub(crate) fn prefetch(p: *const u8) {
 /// miss to memory with the work of the reads in between, few enough that the lines are still
 /// there.
 pub(crate) const PREFETCH_DISTANCE: usize = 8;
+
+/// Where the keys of a pass go (their hashes), worked out `PREFETCH_DISTANCE` keys ahead of
+/// the pass and kept in a ring on the stack, so that a pass over a diff can prefetch without
+/// a copy of its keys. `locate` computes a key's place and starts loading its entry; it is
+/// passed to each call rather than kept, so the pass may borrow the tables mutably between.
+struct Lookahead<I, T> {
+    keys: I,
+    ring: [T; PREFETCH_DISTANCE],
+    at: usize,
+}
+
+impl<'a, K: 'a, I: Iterator<Item = &'a K>, T: Copy + Default> Lookahead<I, T> {
+    fn new(mut keys: I, mut locate: impl FnMut(&K) -> T) -> Self {
+        let mut ring = [T::default(); PREFETCH_DISTANCE];
+        for place in ring.iter_mut() {
+            let Some(key) = keys.next() else { break };
+            *place = locate(key);
+        }
+        Self { keys, ring, at: 0 }
+    }
+
+    /// The place of the pass's next key (in the order of the iterator given to `new`).
+    fn next(&mut self, locate: impl FnOnce(&K) -> T) -> T {
+        let i = self.at % PREFETCH_DISTANCE;
+        self.at += 1;
+        let place = self.ring[i];
+        if let Some(key) = self.keys.next() {
+            self.ring[i] = locate(key);
+        }
+        place
+    }
+}
 
 /// Reads `keys` in order with `read(i, hash)`, having asked `prefetch(i, hash)` for key
 /// `i + PREFETCH_DISTANCE` first, so that the misses of a large table overlap.
@@ -568,18 +600,14 @@ impl MemState {
         }
         // Each entry is prefetched a few accounts (or slots) ahead, as batch reads do: a
         // follower applies diffs of accounts that are not in cache.
-        let accounts: Vec<_> = diff
-            .accounts
-            .iter()
-            .map(|(address, change)| {
-                (address, change, self.shard_of(address), hash_address(address))
-            })
-            .collect();
-        let mut slots = Vec::new();
-        for (i, &(address, change, shard, hash)) in accounts.iter().enumerate() {
-            if let Some(&(_, _, ahead, hash)) = accounts.get(i + PREFETCH_DISTANCE) {
-                shards[ahead].prefetch(hash);
-            }
+        let locate = |shards: &[RwLockWriteGuard<'_, Shard>], address: &Address| {
+            let at = (self.shard_of(address), hash_address(address));
+            shards[at.0].prefetch(at.1);
+            at
+        };
+        let mut ahead = Lookahead::new(diff.accounts.keys(), |a| locate(&shards, a));
+        for (address, change) in &diff.accounts {
+            let (shard, hash) = ahead.next(|a| locate(&shards, a));
             let shard = &mut *shards[shard];
             match &change.info {
                 None => {
@@ -602,13 +630,15 @@ impl MemState {
                                 .map(|slot| (*address, slot)),
                         );
                     }
-                    slots.clear();
-                    slots.extend(change.storage.iter().map(|(s, v)| (*s, *v, hash_slot(s))));
-                    for (j, &(slot, value, hash)) in slots.iter().enumerate() {
-                        if let Some(&(_, _, hash)) = slots.get(j + PREFETCH_DISTANCE) {
-                            account.prefetch_slot(hash);
-                        }
-                        account.set_slot(alloc, hash, slot, value);
+                    let locate = |account: &Account, slot: &U256| {
+                        let hash = hash_slot(slot);
+                        account.prefetch_slot(hash);
+                        hash
+                    };
+                    let mut ahead = Lookahead::new(change.storage.keys(), |s| locate(account, s));
+                    for (slot, value) in &change.storage {
+                        let hash = ahead.next(|s| locate(account, s));
+                        account.set_slot(alloc, hash, *slot, *value);
                     }
                 }
             }
