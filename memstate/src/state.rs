@@ -116,9 +116,10 @@ pub(crate) fn prefetch(p: *const u8) {
 pub(crate) const PREFETCH_DISTANCE: usize = 8;
 
 /// Where the keys of a pass go (their hashes), worked out `PREFETCH_DISTANCE` keys ahead of
-/// the pass and kept in a ring on the stack, so that a pass over a diff can prefetch without
-/// a copy of its keys. `locate` computes a key's place and starts loading its entry; it is
-/// passed to each call rather than kept, so the pass may borrow the tables mutably between.
+/// the pass and kept in a ring on the stack, so that a pass can prefetch without a copy of its
+/// keys (batch reads and [`MemState::apply`]). `locate` computes a key's place and starts
+/// loading its entry; it is passed to each call rather than kept, so the pass may borrow the
+/// tables mutably between.
 struct Lookahead<I, T> {
     keys: I,
     ring: [T; PREFETCH_DISTANCE],
@@ -144,26 +145,6 @@ impl<'a, K: 'a, I: Iterator<Item = &'a K>, T: Copy + Default> Lookahead<I, T> {
             self.ring[i] = locate(key);
         }
         place
-    }
-}
-
-/// Reads `keys` in order with `read(i, hash)`, having asked `prefetch(i, hash)` for key
-/// `i + PREFETCH_DISTANCE` first, so that the misses of a large table overlap.
-fn read_ahead<K>(
-    keys: &[K],
-    hash: impl Fn(&K) -> u64,
-    prefetch: impl Fn(usize, u64),
-    mut read: impl FnMut(usize, u64),
-) {
-    let hashes: Vec<u64> = keys.iter().map(hash).collect();
-    for (i, &h) in hashes.iter().enumerate().take(PREFETCH_DISTANCE) {
-        prefetch(i, h);
-    }
-    for (i, &h) in hashes.iter().enumerate() {
-        if let Some(&ahead) = hashes.get(i + PREFETCH_DISTANCE) {
-            prefetch(i + PREFETCH_DISTANCE, ahead);
-        }
-        read(i, h);
     }
 }
 
@@ -403,14 +384,16 @@ impl StateView<'_> {
     /// [`StateView::account`] for each, with the entries of later addresses prefetched while
     /// earlier ones are read, so that the misses of a large state overlap.
     pub fn accounts(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
-        out.reserve(addresses.len());
-        let shard = |i: usize| &self.shards[self.state.shard_of(&addresses[i])];
-        read_ahead(
-            addresses,
-            hash_address,
-            |i, hash| shard(i).prefetch(hash),
-            |i, hash| out.push(shard(i).find(hash, &addresses[i]).map(Account::data)),
-        );
+        let locate = |address: &Address| {
+            let at = (self.state.shard_of(address), hash_address(address));
+            self.shards[at.0].prefetch(at.1);
+            at
+        };
+        let mut ahead = Lookahead::new(addresses.iter(), locate);
+        out.extend(addresses.iter().map(|address| {
+            let (shard, hash) = ahead.next(locate);
+            self.shards[shard].find(hash, address).map(Account::data)
+        }));
     }
 
     /// A storage slot's value (zero when unset or the account does not exist).
@@ -438,12 +421,16 @@ impl StateView<'_> {
 fn slots_of(account: Option<&Account>, slots: &[U256], out: &mut Vec<U256>) {
     match account.and_then(|a| a.extra.as_deref()) {
         Some(extra) => {
-            out.reserve(slots.len());
-            read_ahead(
-                slots,
-                hash_slot,
-                |_, hash| prefetch_entry(&extra.storage.0, hash),
-                |i, hash| out.push(extra.storage.find(hash, &slots[i]).unwrap_or_default()),
+            let locate = |slot: &U256| {
+                let hash = hash_slot(slot);
+                prefetch_entry(&extra.storage.0, hash);
+                hash
+            };
+            let mut ahead = Lookahead::new(slots.iter(), locate);
+            out.extend(
+                slots
+                    .iter()
+                    .map(|slot| extra.storage.find(ahead.next(locate), slot).unwrap_or_default()),
             );
         }
         None => out.extend(slots.iter().map(|_| U256::ZERO)),
