@@ -87,10 +87,12 @@ pub fn child(
     let chunk = 500_000;
     let mut i = 0;
     while i < accounts {
-        let mut diff = StateDiff::default();
-        for j in i..(i + chunk).min(accounts) {
-            diff.accounts.insert(address(seed, j), account_diff(j, Default::default()));
-        }
+        let diff = StateDiff {
+            accounts: (i..(i + chunk).min(accounts))
+                .map(|j| (address(seed, j), account_diff(j, Default::default())))
+                .collect(),
+            ..Default::default()
+        };
         state.apply(&diff);
         i += chunk;
     }
@@ -99,13 +101,13 @@ pub fn child(
     let holders = slots / SLOTS_PER_ACCOUNT;
     let mut i = 0;
     while i < holders {
-        let mut diff = StateDiff::default();
-        for j in i..(i + chunk / SLOTS_PER_ACCOUNT).min(holders) {
+        let accounts = (i..(i + chunk / SLOTS_PER_ACCOUNT).min(holders)).map(|j| {
             let storage = (0..SLOTS_PER_ACCOUNT)
                 .map(|s| (U256::from(mix(j * 31 + s)), U256::from(j + s + 1)))
                 .collect();
-            diff.accounts.insert(address(seed, j), account_diff(j, storage));
-        }
+            (address(seed, j), account_diff(j, storage))
+        });
+        let diff = StateDiff { accounts: accounts.collect(), ..Default::default() };
         state.apply(&diff);
         i += chunk / SLOTS_PER_ACCOUNT;
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, B256, U256};
 use revm::state::Bytecode;
 
+use crate::SortedMap;
+
 /// An account's header fields after a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccountData {
@@ -43,9 +45,15 @@ pub struct AccountDiff {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateDiff {
     /// Changed accounts.
-    pub accounts: BTreeMap<Address, AccountDiff>,
+    pub accounts: SortedMap<Address, AccountDiff>,
     /// Code first deployed by these changes, keyed by its hash.
     pub codes: BTreeMap<B256, Bytecode>,
+}
+
+/// One account's change while diffs are merged: the first diff's is moved, later ones borrowed.
+enum Change<'a> {
+    Owned(AccountDiff),
+    Later(&'a AccountDiff),
 }
 
 impl StateDiff {
@@ -56,27 +64,58 @@ impl StateDiff {
 
     /// Folds `later` into `self`, as if both had been applied in order.
     pub fn merge(&mut self, later: &StateDiff) {
-        for (address, diff) in &later.accounts {
-            let entry = self.accounts.entry(*address).or_default();
-            if diff.storage_cleared {
-                entry.storage.clear();
-                entry.storage_cleared = true;
-            }
-            entry.info = diff.info;
-            entry.storage.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
-        }
-        for (hash, code) in &later.codes {
-            self.codes.entry(*hash).or_insert_with(|| code.clone());
-        }
+        *self = Self::merged_owned(std::mem::take(self), [later]);
     }
 
     /// The diffs folded in order into one.
     pub fn merged<'a>(diffs: impl IntoIterator<Item = &'a StateDiff>) -> StateDiff {
-        let mut out = StateDiff::default();
-        for diff in diffs {
-            out.merge(diff);
+        Self::merged_owned(StateDiff::default(), diffs)
+    }
+
+    /// `first` with `later` folded into it in order. Every account's changes are gathered
+    /// and sorted once (stably, so each account's changes stay in order), then folded: the
+    /// cost is that of one sort, however many diffs there are.
+    fn merged_owned<'a>(
+        first: StateDiff,
+        later: impl IntoIterator<Item = &'a StateDiff>,
+    ) -> StateDiff {
+        let StateDiff { accounts: first_accounts, mut codes } = first;
+        let later: Vec<&StateDiff> = later.into_iter().collect();
+        let mut changes: Vec<(Address, Change<'_>)> = Vec::with_capacity(
+            first_accounts.len() + later.iter().map(|d| d.accounts.len()).sum::<usize>(),
+        );
+        changes.extend(first_accounts.into_iter().map(|(a, d)| (a, Change::Owned(d))));
+        for diff in &later {
+            changes.extend(diff.accounts.iter().map(|(a, d)| (*a, Change::Later(d))));
+            for (hash, code) in &diff.codes {
+                codes.entry(*hash).or_insert_with(|| code.clone());
+            }
         }
-        out
+        changes.sort_by_key(|(address, _)| *address);
+        let mut accounts = Vec::new();
+        let mut changes = changes.into_iter().peekable();
+        while let Some((address, change)) = changes.next() {
+            let mut folded = match change {
+                Change::Owned(d) => d,
+                Change::Later(d) => d.clone(),
+            };
+            while let Some((_, change)) = changes.next_if(|(a, _)| *a == address) {
+                let diff = match &change {
+                    Change::Owned(d) => d,
+                    Change::Later(d) => *d,
+                };
+                if diff.storage_cleared {
+                    folded.storage.clear();
+                    folded.storage_cleared = true;
+                }
+                folded.info = diff.info;
+                folded.storage.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
+            }
+            accounts.push((address, folded));
+        }
+        let accounts =
+            SortedMap::from_sorted(accounts).expect("sorted by address, one per address");
+        StateDiff { accounts, codes }
     }
 
     /// Number of storage slots written.
@@ -87,7 +126,69 @@ impl StateDiff {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Folds `diffs` one account change at a time into B-trees: the plain reading of "applied
+    /// in order" that the sort-based merge must agree with.
+    fn fold_in_order(diffs: &[StateDiff]) -> StateDiff {
+        let mut accounts: BTreeMap<Address, AccountDiff> = BTreeMap::new();
+        let mut codes = BTreeMap::new();
+        for diff in diffs {
+            for (address, change) in &diff.accounts {
+                let entry = accounts.entry(*address).or_default();
+                if change.storage_cleared {
+                    entry.storage.clear();
+                    entry.storage_cleared = true;
+                }
+                entry.info = change.info;
+                entry.storage.extend(change.storage.iter().map(|(k, v)| (*k, *v)));
+            }
+            for (hash, code) in &diff.codes {
+                codes.entry(*hash).or_insert_with(|| code.clone());
+            }
+        }
+        StateDiff { accounts: accounts.into_iter().collect(), codes }
+    }
+
+    fn arb_diff() -> impl Strategy<Value = StateDiff> {
+        let change = (
+            prop::option::of(0u64..4),
+            any::<bool>(),
+            prop::collection::btree_map(0u8..6, 0u8..3, 0..4),
+        )
+            .prop_map(|(nonce, storage_cleared, slots)| AccountDiff {
+                info: nonce.and_then(data),
+                storage_cleared,
+                storage: slots.into_iter().map(|(k, v)| (U256::from(k), U256::from(v))).collect(),
+            });
+        let codes = prop::collection::vec(0u8..3, 0..2);
+        (prop::collection::btree_map(0u8..8, change, 0..6), codes).prop_map(|(accounts, codes)| {
+            StateDiff {
+                accounts: accounts.into_iter().map(|(a, d)| (Address::repeat_byte(a), d)).collect(),
+                codes: codes
+                    .into_iter()
+                    .map(|c| (B256::repeat_byte(c), Bytecode::new_raw(vec![0x60, c].into())))
+                    .collect(),
+            }
+        })
+    }
+
+    proptest! {
+        /// Merging many diffs at once, or one into another, gives what folding their changes
+        /// in order gives.
+        #[test]
+        fn merging_equals_folding_in_order(diffs in prop::collection::vec(arb_diff(), 0..6)) {
+            let expected = fold_in_order(&diffs);
+            prop_assert_eq!(&StateDiff::merged(&diffs), &expected);
+            let mut stepwise = StateDiff::default();
+            for diff in &diffs {
+                stepwise.merge(diff);
+            }
+            prop_assert_eq!(&stepwise, &expected);
+        }
+    }
 
     fn data(nonce: u64) -> Option<AccountData> {
         Some(AccountData { nonce, balance: U256::from(nonce), code_hash: crate::KECCAK_EMPTY })

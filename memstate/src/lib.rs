@@ -21,6 +21,7 @@ mod diff;
 mod genesis;
 mod mpt;
 mod overlay;
+pub mod sorted;
 mod state;
 pub mod witness;
 
@@ -32,6 +33,7 @@ pub use commitment::{account_key, account_value, nomt_ops, slot_key, slot_value}
 pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, ReadSet, account_info};
+pub use sorted::SortedMap;
 pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView};
 
 /// Keccak-256 of empty code, the code hash of every account without code.

@@ -1,6 +1,8 @@
 //! revm's view of the state for a run of transactions: reads fall through to [`MemState`],
 //! writes stay in a [`StateDiff`] until the caller applies it.
 
+use std::collections::BTreeMap;
+
 use alloy_primitives::{Address, B256, U256};
 use revm::{
     database_interface::{Database, DatabaseCommit},
@@ -9,7 +11,7 @@ use revm::{
 };
 
 use crate::{
-    diff::{AccountData, StateDiff},
+    diff::{AccountData, AccountDiff, StateDiff},
     state::{MemState, StateError},
 };
 
@@ -42,7 +44,10 @@ impl<F: Fn(u64) -> Result<B256, StateError>> BlockHashes for F {
 pub struct Overlay<'a, H> {
     base: &'a MemState,
     hashes: H,
-    diff: StateDiff,
+    /// Changed accounts, in a B-tree while transactions commit in no order of address; the
+    /// [`StateDiff`] is sorted once, at the end.
+    accounts: BTreeMap<Address, AccountDiff>,
+    codes: BTreeMap<B256, Bytecode>,
     reads: ReadSet,
 }
 
@@ -94,7 +99,13 @@ pub fn account_info(data: AccountData) -> AccountInfo {
 impl<'a, H: BlockHashes> Overlay<'a, H> {
     /// An empty layer over `base`.
     pub fn new(base: &'a MemState, hashes: H) -> Self {
-        Self { base, hashes, diff: StateDiff::default(), reads: ReadSet::default() }
+        Self {
+            base,
+            hashes,
+            accounts: BTreeMap::new(),
+            codes: BTreeMap::new(),
+            reads: ReadSet::default(),
+        }
     }
 
     /// The keys revm has read through this layer so far.
@@ -104,22 +115,22 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
 
     /// Ends the layer, returning its changes and the keys read.
     pub fn into_parts(self) -> (StateDiff, ReadSet) {
-        (self.diff, self.reads)
-    }
-
-    /// What has been committed into the layer so far.
-    pub fn diff(&self) -> &StateDiff {
-        &self.diff
+        let diff = StateDiff {
+            // A B-tree iterates in key order: collecting appends without sorting.
+            accounts: self.accounts.into_iter().collect(),
+            codes: self.codes,
+        };
+        (diff, self.reads)
     }
 
     /// Ends the layer, returning its changes.
     pub fn into_diff(self) -> StateDiff {
-        self.diff
+        self.into_parts().0
     }
 
     /// The account as this layer sees it.
     pub fn account(&self, address: &Address) -> Option<AccountData> {
-        match self.diff.accounts.get(address) {
+        match self.accounts.get(address) {
             Some(change) => change.info,
             None => self.base.account(address),
         }
@@ -127,7 +138,7 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
 
     /// Code by hash as this layer sees it.
     pub fn code(&self, hash: &B256) -> Option<Bytecode> {
-        match self.diff.codes.get(hash) {
+        match self.codes.get(hash) {
             Some(code) => Some(code.clone()),
             None => self.base.code_by_hash(hash),
         }
@@ -140,7 +151,7 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
 
     /// A slot as this layer sees it.
     pub fn storage_value(&self, address: &Address, slot: &U256) -> U256 {
-        if let Some(change) = self.diff.accounts.get(address) {
+        if let Some(change) = self.accounts.get(address) {
             if let Some(value) = change.storage.get(slot) {
                 return *value;
             }
@@ -155,7 +166,7 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
         if !account.is_touched() {
             return;
         }
-        let change = self.diff.accounts.entry(address).or_default();
+        let change = self.accounts.entry(address).or_default();
         // revm leaves the EIP-161 rule to the database: touched empty accounts are removed.
         if account.is_selfdestructed() || account.is_empty() {
             change.info = None;
@@ -179,10 +190,10 @@ impl<'a, H: BlockHashes> Overlay<'a, H> {
         }
         if let Some(code) = account.info.code
             && account.info.code_hash != crate::KECCAK_EMPTY
-            && !self.diff.codes.contains_key(&account.info.code_hash)
+            && !self.codes.contains_key(&account.info.code_hash)
             && self.base.code_by_hash(&account.info.code_hash).is_none()
         {
-            self.diff.codes.insert(account.info.code_hash, code);
+            self.codes.insert(account.info.code_hash, code);
         }
     }
 }

@@ -481,15 +481,11 @@ impl VerifiedWitness {
     /// A state holding exactly the witnessed pre-state (missing keys read as empty: check
     /// [`VerifiedWitness::covers`] after executing over it).
     pub fn state(&self) -> MemState {
-        let mut diff = StateDiff::default();
-        for (address, data) in &self.witness.accounts {
-            if let Some(data) = data {
-                diff.accounts.insert(
-                    *address,
-                    AccountDiff { info: Some(*data), storage_cleared: false, ..Default::default() },
-                );
-            }
-        }
+        let accounts = (self.witness.accounts.iter()).filter_map(|(address, data)| {
+            let info = Some((*data)?);
+            Some((*address, AccountDiff { info, ..Default::default() }))
+        });
+        let mut diff = StateDiff { accounts: accounts.collect(), ..Default::default() };
         for (address, slot, value) in &self.witness.slots {
             if let Some(change) = diff.accounts.get_mut(address)
                 && !value.is_zero()

@@ -224,9 +224,10 @@ impl Checkpoint {
         last_mini_hash: B256,
         state: &MemState,
     ) -> Self {
-        let mut diff = StateDiff::default();
+        // The state's tables hold accounts in no order: gathered, then sorted once.
+        let mut accounts = Vec::new();
         state.for_each_account(|address, account| {
-            diff.accounts.insert(
+            accounts.push((
                 *address,
                 AccountDiff {
                     info: Some(AccountData {
@@ -237,8 +238,9 @@ impl Checkpoint {
                     storage_cleared: true,
                     storage: account.storage().map(|(k, v)| (*k, *v)).collect(),
                 },
-            );
+            ));
         });
+        let mut diff = StateDiff { accounts: accounts.into_iter().collect(), ..Default::default() };
         for change in diff.accounts.values() {
             let hash = change.info.expect("present").code_hash;
             if hash != memstate::KECCAK_EMPTY
@@ -288,6 +290,7 @@ impl Checkpoint {
             let hash = r.b256()?;
             state.codes.insert(hash, Bytecode::new_raw(Bytes::copy_from_slice(r.bytes()?)));
         }
+        let mut accounts = Vec::new();
         for _ in 0..r.u64()? {
             let address = r.address()?;
             let nonce = r.u64()?;
@@ -303,9 +306,10 @@ impl Checkpoint {
                 let value = U256::from_be_bytes::<32>(r.take(32)?.try_into().expect("32"));
                 change.storage.insert(slot, value);
             }
-            state.accounts.insert(address, change);
+            accounts.push((address, change));
         }
         r.finish()?;
+        state.accounts = accounts.into_iter().collect();
         Ok(Self { block, next_env, mini_number, last_mini_hash, state })
     }
 

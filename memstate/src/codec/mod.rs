@@ -761,7 +761,8 @@ fn decode_payload(
         }
         accounts_out.push((address, change));
     }
-    diff.accounts = BTreeMap::from_iter(accounts_out);
+    // Two ascending runs again (known accounts, then new ones): one sort merges them.
+    diff.accounts = accounts_out.into_iter().collect();
     for r in s.iter() {
         r.finish()?;
     }

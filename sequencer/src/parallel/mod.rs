@@ -29,6 +29,7 @@ mod mv;
 
 use std::{
     cell::Cell,
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -38,7 +39,7 @@ use std::{
 
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, Bytes, U256};
-use memstate::{AccountData, BlockHashes, MemState, StateDiff, StateError};
+use memstate::{AccountData, AccountDiff, BlockHashes, MemState, StateDiff, StateError};
 use mv::{Key, MvMemory, ReadValue, TxIdx, Written};
 use parking_lot::Mutex;
 use revm::{
@@ -591,30 +592,33 @@ impl<H: BlockHashes> Batch<'_, H> {
     /// wiped if it was wiped at any point, the slots written since the last wipe, the
     /// beneficiary with its fees, and the code of new contracts.
     fn diff(&self, committed: TxIdx, effects: &[(TxIdx, Touched, Option<U256>)]) -> StateDiff {
-        let mut diff = StateDiff::default();
+        // Accounts arrive in no order of address: gathered in a B-tree, sorted into the diff
+        // once at the end.
+        let mut accounts: BTreeMap<Address, AccountDiff> = BTreeMap::new();
+        let mut codes = BTreeMap::new();
         for (_, touched, _) in effects {
             for address in &touched.all {
-                diff.accounts.entry(*address).or_default();
+                accounts.entry(*address).or_default();
             }
             for address in &touched.emptied {
-                diff.accounts.entry(*address).or_default().storage_cleared = true;
+                accounts.entry(*address).or_default().storage_cleared = true;
             }
             for (hash, code) in &touched.codes {
-                if !diff.codes.contains_key(hash) && self.base.code_by_hash(hash).is_none() {
-                    diff.codes.insert(*hash, code.clone());
+                if !codes.contains_key(hash) && self.base.code_by_hash(hash).is_none() {
+                    codes.insert(*hash, code.clone());
                 }
             }
         }
         for (key, index, value) in self.mv.latest_versions(committed) {
             match (&key, value) {
                 (Key::Account(a), _) => {
-                    diff.accounts.entry(*a).or_default();
+                    accounts.entry(*a).or_default();
                 }
-                (Key::Wipe(a), _) => diff.accounts.entry(*a).or_default().storage_cleared = true,
+                (Key::Wipe(a), _) => accounts.entry(*a).or_default().storage_cleared = true,
                 (Key::Slot(a, slot), Written::Slot(v)) => {
                     let wiped = self.mv.latest_before(&Key::Wipe(*a), committed).map(|(j, _)| j);
                     if wiped.is_none_or(|w| index >= w) {
-                        diff.accounts.entry(*a).or_default().storage.insert(*slot, v);
+                        accounts.entry(*a).or_default().storage.insert(*slot, v);
                     }
                 }
                 _ => {}
@@ -645,17 +649,17 @@ impl<H: BlockHashes> Batch<'_, H> {
                     }
                 }
             }
-            let entry = diff.accounts.entry(beneficiary).or_default();
+            let entry = accounts.entry(beneficiary).or_default();
             entry.storage_cleared |= cleared;
         }
-        for (address, change) in &mut diff.accounts {
+        for (address, change) in &mut accounts {
             change.info = self.read_account(*address, committed);
             if change.info.is_none() {
                 // A deleted account's entry lists no slots (the overlay clears them).
                 change.storage.clear();
             }
         }
-        diff
+        StateDiff { accounts: accounts.into_iter().collect(), codes }
     }
 
     fn reread(&self, key: &Key, idx: TxIdx) -> ReadValue {
