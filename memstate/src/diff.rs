@@ -50,12 +50,6 @@ pub struct StateDiff {
     pub codes: BTreeMap<B256, Bytecode>,
 }
 
-/// One account's change while diffs are merged: the first diff's is moved, later ones borrowed.
-enum Change<'a> {
-    Owned(AccountDiff),
-    Later(&'a AccountDiff),
-}
-
 impl StateDiff {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
@@ -64,29 +58,17 @@ impl StateDiff {
 
     /// Folds `later` into `self`, as if both had been applied in order.
     pub fn merge(&mut self, later: &StateDiff) {
-        *self = Self::merged_owned(std::mem::take(self), [later]);
+        *self = Self::merged([&*self, later]);
     }
 
-    /// The diffs folded in order into one.
+    /// The diffs folded in order into one. Every account's changes are gathered and sorted
+    /// once (stably, so each account's changes stay in order), then folded: the cost is that
+    /// of one sort, however many diffs there are.
     pub fn merged<'a>(diffs: impl IntoIterator<Item = &'a StateDiff>) -> StateDiff {
-        Self::merged_owned(StateDiff::default(), diffs)
-    }
-
-    /// `first` with `later` folded into it in order. Every account's changes are gathered
-    /// and sorted once (stably, so each account's changes stay in order), then folded: the
-    /// cost is that of one sort, however many diffs there are.
-    fn merged_owned<'a>(
-        first: StateDiff,
-        later: impl IntoIterator<Item = &'a StateDiff>,
-    ) -> StateDiff {
-        let StateDiff { accounts: first_accounts, mut codes } = first;
-        let later: Vec<&StateDiff> = later.into_iter().collect();
-        let mut changes: Vec<(Address, Change<'_>)> = Vec::with_capacity(
-            first_accounts.len() + later.iter().map(|d| d.accounts.len()).sum::<usize>(),
-        );
-        changes.extend(first_accounts.into_iter().map(|(a, d)| (a, Change::Owned(d))));
-        for diff in &later {
-            changes.extend(diff.accounts.iter().map(|(a, d)| (*a, Change::Later(d))));
+        let mut codes = BTreeMap::new();
+        let mut changes: Vec<(&Address, &AccountDiff)> = Vec::new();
+        for diff in diffs {
+            changes.extend(diff.accounts.iter());
             for (hash, code) in &diff.codes {
                 codes.entry(*hash).or_insert_with(|| code.clone());
             }
@@ -94,16 +76,9 @@ impl StateDiff {
         changes.sort_by_key(|(address, _)| *address);
         let mut accounts = Vec::new();
         let mut changes = changes.into_iter().peekable();
-        while let Some((address, change)) = changes.next() {
-            let mut folded = match change {
-                Change::Owned(d) => d,
-                Change::Later(d) => d.clone(),
-            };
-            while let Some((_, change)) = changes.next_if(|(a, _)| *a == address) {
-                let diff = match &change {
-                    Change::Owned(d) => d,
-                    Change::Later(d) => *d,
-                };
+        while let Some((address, first)) = changes.next() {
+            let mut folded = first.clone();
+            while let Some((_, diff)) = changes.next_if(|(a, _)| *a == address) {
                 if diff.storage_cleared {
                     folded.storage.clear();
                     folded.storage_cleared = true;
@@ -111,7 +86,7 @@ impl StateDiff {
                 folded.info = diff.info;
                 folded.storage.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
             }
-            accounts.push((address, folded));
+            accounts.push((*address, folded));
         }
         let accounts =
             SortedMap::from_sorted(accounts).expect("sorted by address, one per address");
