@@ -296,14 +296,12 @@ impl Follower {
                 reason: format!("its transactions hash to {hash}, not to its hash {}", mini.hash),
             });
         }
-        let diff = {
-            let view = self.state.view();
-            self.codec
-                .decode(&mini.diff, &view)
-                .map_err(|source| FollowError::Diff { number: mini.number, source })?
-        };
+        let (diff, wiped) = self
+            .codec
+            .decode_apply(&mini.diff, &self.state)
+            .map_err(|source| FollowError::Diff { number: mini.number, source })?;
         let diff = Arc::new(diff);
-        self.block_wiped.extend(self.state.apply(&diff));
+        self.block_wiped.extend(wiped);
         self.block_diffs.push(diff.clone());
         self.next_mini += 1;
         self.last_mini_hash = mini.hash;

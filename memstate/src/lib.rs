@@ -34,7 +34,9 @@ pub use diff::{AccountData, AccountDiff, StateDiff};
 pub use genesis::{GenesisAccount, GenesisAlloc, GenesisError, genesis_diff, parse_alloc};
 pub use overlay::{BlockHashes, NoBlockHashes, Overlay, ReadSet, account_info};
 pub use sorted::SortedMap;
-pub use state::{Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView};
+pub use state::{
+    Account, KeyHasher, Layout, MemState, MemoryReport, StateError, StateView, StateWriter,
+};
 
 /// Keccak-256 of empty code, the code hash of every account without code.
 pub use revm::primitives::KECCAK_EMPTY;

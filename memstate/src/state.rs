@@ -6,6 +6,7 @@
 //! local. Each shard has its own lock, so readers on many cores do not share one lock word.
 
 use std::{
+    cell::RefCell,
     hash::{BuildHasher, Hasher},
     sync::{
         OnceLock,
@@ -300,6 +301,14 @@ impl Shard {
         &mut entry.into_mut().1
     }
 
+    /// The account in `bucket`, if that bucket holds `address`.
+    fn at_bucket(&mut self, bucket: usize, address: &Address) -> Option<&mut Account> {
+        self.accounts
+            .get_bucket_mut(bucket)
+            .filter(|(a, _)| a == address)
+            .map(|(_, account)| account)
+    }
+
     fn remove(&mut self, address: &Address) -> Option<Account> {
         let hash = hash_address(address);
         self.accounts.find_entry(hash, |(a, _)| a == address).ok().map(|entry| entry.remove().0.1)
@@ -415,6 +424,195 @@ impl StateView<'_> {
             return Some(Bytecode::default());
         }
         self.codes.get(hash).cloned()
+    }
+}
+
+/// Where [`StateWriter::accounts`] found an account: valid while the shards stay locked and
+/// nothing is inserted, and checked against the key when used.
+#[derive(Clone, Copy, Debug)]
+struct Found {
+    address: Address,
+    shard: usize,
+    bucket: usize,
+}
+
+/// Where [`StateWriter::apply`] writes an account, worked out a few accounts ahead: in shard
+/// `shard & !FOUND`, at bucket `at` when `shard` has [`Place::FOUND`] set (where a read found
+/// it), else by lookup with `at` its [`hash_address`]. Two words, so that it is returned in
+/// registers: returned through memory, its wide reload waits for the narrow stores that wrote
+/// it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Place {
+    shard: usize,
+    at: u64,
+}
+
+impl Place {
+    const FOUND: usize = 1 << (usize::BITS - 1);
+
+    fn found(shard: usize, bucket: usize) -> Self {
+        Self { shard: shard | Self::FOUND, at: bucket as u64 }
+    }
+
+    fn hashed(shard: usize, hash: u64) -> Self {
+        Self { shard, at: hash }
+    }
+
+    fn shard(self) -> usize {
+        self.shard & !Self::FOUND
+    }
+
+    /// The bucket a read found it in, if one did.
+    fn bucket(self) -> Option<usize> {
+        (self.shard & Self::FOUND != 0).then_some(self.at as usize)
+    }
+}
+
+/// See [`MemState::write`]. Reads through it ([`StateWriter::accounts`]) remember where they
+/// found each account, so that [`StateWriter::apply`] writes those accounts without hashing
+/// and probing the table again.
+pub struct StateWriter<'a> {
+    state: &'a MemState,
+    codes: RwLockWriteGuard<'a, hashbrown::HashMap<B256, Bytecode, KeyHasher>>,
+    shards: Vec<RwLockWriteGuard<'a, Shard>>,
+    /// Every account [`StateWriter::accounts`] found, in the order read.
+    found: RefCell<Vec<Found>>,
+}
+
+impl std::fmt::Debug for StateWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateWriter").finish_non_exhaustive()
+    }
+}
+
+impl StateWriter<'_> {
+    /// The account's fields, or `None` if it does not exist.
+    pub fn account(&self, address: &Address) -> Option<AccountData> {
+        self.shards[self.state.shard_of(address)].get(address).map(Account::data)
+    }
+
+    /// As [`StateView::accounts`]; it also remembers where each account was found, for
+    /// [`StateWriter::apply`].
+    pub fn accounts(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+        let locate = |address: &Address| {
+            let at = (self.state.shard_of(address), hash_address(address));
+            self.shards[at.0].prefetch(at.1);
+            at
+        };
+        let mut ahead = Lookahead::new(addresses.iter(), locate);
+        let mut found = self.found.borrow_mut();
+        out.extend(addresses.iter().map(|address| {
+            let (shard, hash) = ahead.next(locate);
+            let table = &self.shards[shard].accounts;
+            let bucket = table.find_bucket_index(hash, |(a, _)| a == address)?;
+            found.push(Found { address: *address, shard, bucket });
+            table.get_bucket(bucket).map(|(_, account)| account.data())
+        }));
+    }
+
+    /// A storage slot's value (zero when unset or the account does not exist).
+    pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
+        self.shards[self.state.shard_of(address)]
+            .get(address)
+            .map(|a| a.slot(slot))
+            .unwrap_or_default()
+    }
+
+    /// As [`MemState::storage_many`].
+    pub fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        slots_of(self.shards[self.state.shard_of(address)].get(address), slots, out);
+    }
+
+    /// Applies `diff` ([`MemState::apply`]) and releases the locks. Accounts read through
+    /// [`StateWriter::accounts`] in ascending order (as the codec reads them) are written where
+    /// they were found; the others are looked up.
+    pub fn apply(self, diff: &StateDiff) -> Vec<(Address, U256)> {
+        let Self { state, mut codes, mut shards, found } = self;
+        let mut found = found.into_inner();
+        if !found.is_sorted_by(|a, b| a.address < b.address) {
+            found.clear();
+        }
+        let mut wiped = Vec::new();
+        for (hash, code) in &diff.codes {
+            codes.entry(*hash).or_insert_with(|| code.clone());
+        }
+        // Each entry is prefetched a few accounts (or slots) ahead, as batch reads do: a
+        // follower applies diffs of accounts that are not in cache. Accounts come in ascending
+        // order, so their places in `found` are met in order too.
+        let next_found = std::cell::Cell::new(0);
+        let locate = |shards: &[RwLockWriteGuard<'_, Shard>], address: &Address| {
+            let mut i = next_found.get();
+            while found.get(i).is_some_and(|f| f.address < *address) {
+                i += 1;
+            }
+            next_found.set(i);
+            match found.get(i).filter(|f| f.address == *address) {
+                Some(f) => {
+                    if let Some(entry) = shards[f.shard].accounts.get_bucket(f.bucket) {
+                        prefetch((entry as *const (Address, Account)).cast());
+                    }
+                    Place::found(f.shard, f.bucket)
+                }
+                None => {
+                    let (shard, hash) = (state.shard_of(address), hash_address(address));
+                    shards[shard].prefetch(hash);
+                    Place::hashed(shard, hash)
+                }
+            }
+        };
+        let mut ahead = Lookahead::new(diff.accounts.keys(), |a| locate(&shards, a));
+        for (address, change) in &diff.accounts {
+            let place = ahead.next(|a| locate(&shards, a));
+            let shard = &mut *shards[place.shard()];
+            match &change.info {
+                None => {
+                    if let Some(mut old) = shard.remove(address) {
+                        wiped.extend(old.take_slots().into_iter().map(|slot| (*address, slot)));
+                    }
+                }
+                Some(info) => {
+                    let alloc = shard.alloc;
+                    let account = match place.bucket() {
+                        Some(bucket) => shard.at_bucket(bucket, address),
+                        None => None,
+                    };
+                    let account = match account {
+                        Some(account) => account,
+                        None => {
+                            let hash = match place.bucket() {
+                                Some(_) => hash_address(address),
+                                None => place.at,
+                            };
+                            shard.get_or_insert(hash, address)
+                        }
+                    };
+                    account.nonce = info.nonce;
+                    account.balance = info.balance;
+                    account.set_code_hash(alloc, info.code_hash);
+                    if change.storage_cleared {
+                        wiped.extend(
+                            account
+                                .take_slots()
+                                .into_iter()
+                                .filter(|slot| !change.storage.contains_key(slot))
+                                .map(|slot| (*address, slot)),
+                        );
+                    }
+                    let locate = |account: &Account, slot: &U256| {
+                        let hash = hash_slot(slot);
+                        account.prefetch_slot(hash);
+                        hash
+                    };
+                    let mut ahead = Lookahead::new(change.storage.keys(), |s| locate(account, s));
+                    for (slot, value) in &change.storage {
+                        let hash = ahead.next(|s| locate(account, s));
+                        account.set_slot(alloc, hash, *slot, *value);
+                    }
+                }
+            }
+        }
+        state.version.fetch_add(1, Ordering::AcqRel);
+        wiped
     }
 }
 
@@ -579,59 +777,19 @@ impl MemState {
     /// their account was deleted or re-created (a diff does not list them, but a key-value
     /// commitment over the state must delete them).
     pub fn apply(&self, diff: &StateDiff) -> Vec<(Address, U256)> {
-        let mut wiped = Vec::new();
-        let mut codes = self.codes.write();
-        let mut shards: Vec<_> = self.shards.iter().map(|s| s.write()).collect();
-        for (hash, code) in &diff.codes {
-            codes.entry(*hash).or_insert_with(|| code.clone());
+        self.write().apply(diff)
+    }
+
+    /// Every table write-locked, to read a diff's prior values and then apply it in one hold
+    /// (a full node decoding a message: [`crate::DiffCodec::decode_apply`]). Readers wait
+    /// until it is dropped or applied. Do not hold a [`StateView`] on the same thread.
+    pub fn write(&self) -> StateWriter<'_> {
+        StateWriter {
+            state: self,
+            codes: self.codes.write(),
+            shards: self.shards.iter().map(|s| s.write()).collect(),
+            found: RefCell::new(Vec::new()),
         }
-        // Each entry is prefetched a few accounts (or slots) ahead, as batch reads do: a
-        // follower applies diffs of accounts that are not in cache.
-        let locate = |shards: &[RwLockWriteGuard<'_, Shard>], address: &Address| {
-            let at = (self.shard_of(address), hash_address(address));
-            shards[at.0].prefetch(at.1);
-            at
-        };
-        let mut ahead = Lookahead::new(diff.accounts.keys(), |a| locate(&shards, a));
-        for (address, change) in &diff.accounts {
-            let (shard, hash) = ahead.next(|a| locate(&shards, a));
-            let shard = &mut *shards[shard];
-            match &change.info {
-                None => {
-                    if let Some(mut old) = shard.remove(address) {
-                        wiped.extend(old.take_slots().into_iter().map(|slot| (*address, slot)));
-                    }
-                }
-                Some(info) => {
-                    let alloc = shard.alloc;
-                    let account = shard.get_or_insert(hash, address);
-                    account.nonce = info.nonce;
-                    account.balance = info.balance;
-                    account.set_code_hash(alloc, info.code_hash);
-                    if change.storage_cleared {
-                        wiped.extend(
-                            account
-                                .take_slots()
-                                .into_iter()
-                                .filter(|slot| !change.storage.contains_key(slot))
-                                .map(|slot| (*address, slot)),
-                        );
-                    }
-                    let locate = |account: &Account, slot: &U256| {
-                        let hash = hash_slot(slot);
-                        account.prefetch_slot(hash);
-                        hash
-                    };
-                    let mut ahead = Lookahead::new(change.storage.keys(), |s| locate(account, s));
-                    for (slot, value) in &change.storage {
-                        let hash = ahead.next(|s| locate(account, s));
-                        account.set_slot(alloc, hash, *slot, *value);
-                    }
-                }
-            }
-        }
-        self.version.fetch_add(1, Ordering::AcqRel);
-        wiped
     }
 
     /// Calls `f` for every account, in no particular order, under every shard's read lock (so
@@ -650,6 +808,49 @@ impl MemState {
 mod tests {
     use super::*;
     use crate::diff::AccountDiff;
+
+    /// A writer writes the accounts it read where it found them, and still writes the right
+    /// ones when the inserts of the same diff grow the table and move them.
+    #[test]
+    fn a_writer_applies_what_a_plain_apply_does_when_inserts_move_what_it_read() {
+        let data = |balance: u64| AccountData {
+            nonce: 1,
+            balance: U256::from(balance),
+            code_hash: crate::KECCAK_EMPTY,
+        };
+        let set = |addresses: &mut dyn Iterator<Item = Address>, balance: &dyn Fn(u8) -> u64| {
+            let mut diff = StateDiff::default();
+            for a in addresses {
+                let change = AccountDiff { info: Some(data(balance(a[19]))), ..Default::default() };
+                diff.accounts.insert(a, change);
+            }
+            diff
+        };
+        // One shard, so every insert lands in the table the reads found their accounts in.
+        let layout = Layout { shards: 1, nodes: vec![0] };
+        let (fused, plain) = (MemState::with_layout(layout.clone()), MemState::with_layout(layout));
+        let known: Vec<Address> = (1..=6).map(|i| Address::with_last_byte(i * 40)).collect();
+        let genesis = set(&mut known.iter().copied(), &|_| 1);
+        fused.apply(&genesis);
+        plain.apply(&genesis);
+
+        // Every address of the last byte: the six known ones change, and 250 new ones come
+        // before, between and after them, growing the table several times.
+        let diff = set(&mut (0..=255u8).map(Address::with_last_byte), &|b| 1000 + u64::from(b));
+        let writer = fused.write();
+        let mut read = Vec::new();
+        writer.accounts(&known, &mut read);
+        assert_eq!(read, vec![Some(data(1)); 6]);
+        assert_eq!(writer.found.borrow().len(), 6);
+        assert_eq!(writer.apply(&diff), plain.apply(&diff));
+
+        assert_eq!(fused.account_count(), 256);
+        for b in 0..=255u8 {
+            let a = Address::with_last_byte(b);
+            assert_eq!(fused.account(&a), Some(data(1000 + u64::from(b))), "account {a}");
+        }
+        assert_eq!(fused.mpt_root(), plain.mpt_root());
+    }
 
     #[test]
     fn apply_creates_updates_and_deletes() {

@@ -226,6 +226,7 @@ enum Edit {
 
 impl Edits {
     /// Records the account-level change of `address` (indexed or not before the message).
+    #[inline]
     pub(crate) fn account(
         &mut self,
         address: Address,
@@ -242,6 +243,7 @@ impl Edits {
     }
 
     /// Records a slot write of a live account (`indexed`: the slot was in the index).
+    #[inline]
     pub(crate) fn slot(&mut self, address: Address, slot: U256, indexed: bool, zero: bool) {
         match (indexed, zero) {
             (true, true) => self.0.push(Edit::RemoveSlot(address, slot)),

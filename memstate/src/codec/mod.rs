@@ -55,7 +55,7 @@ use index::Edits;
 pub use index::KeyIndex;
 use wire::{Reader, put_number, put_value, put_varint};
 
-use crate::{AccountData, AccountDiff, MemState, StateDiff, StateView};
+use crate::{AccountData, AccountDiff, MemState, StateDiff, StateView, StateWriter};
 
 /// The format version this codec writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -183,6 +183,21 @@ impl PriorState for StateView<'_> {
     }
 }
 
+impl PriorState for StateWriter<'_> {
+    fn account(&self, address: &Address) -> Option<AccountData> {
+        StateWriter::account(self, address)
+    }
+    fn storage(&self, address: &Address, slot: &U256) -> U256 {
+        StateWriter::storage(self, address, slot)
+    }
+    fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
+        StateWriter::storage_many(self, address, slots, out);
+    }
+    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+        StateWriter::accounts(self, addresses, out);
+    }
+}
+
 /// Sizes of one encoded message, for reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EncodedSize {
@@ -293,6 +308,22 @@ impl DiffCodec {
         let (diff, edits) = decode_payload(&mut self.index, &payload, prior)?;
         edits.apply(&mut self.index);
         Ok(diff)
+    }
+
+    /// Decodes a message against `state` and applies it, under one hold of its write locks:
+    /// a full node's step. The accounts whose prior values decoding read are then written
+    /// where they were found, without a second lookup ([`StateWriter`]). Returns the diff and
+    /// the wiped slots ([`MemState::apply`]); when the message does not decode, nothing
+    /// changes.
+    pub fn decode_apply(
+        &mut self,
+        message: &[u8],
+        state: &MemState,
+    ) -> Result<(StateDiff, Vec<(Address, U256)>), CodecError> {
+        let writer = state.write();
+        let diff = self.decode(message, &writer)?;
+        let wiped = writer.apply(&diff);
+        Ok((diff, wiped))
     }
 }
 
@@ -702,26 +733,38 @@ fn decode_payload(
 
     let (prior_accounts, prior_slots) =
         read_priors(prior, &keyed, &accounts[..n_known], &slot_keys_out);
-    let mut accounts_out = Vec::with_capacity(keyed.len());
+    // The entries are first built from the prior values in one pass, then the changed fields
+    // are decoded into them in place: an entry built on the stack and then moved is copied
+    // with wide loads that wait for the narrow stores that wrote it.
+    if let Some(k) = keyed.iter().zip(&prior_accounts).find_map(|(k, p)| p.is_none().then_some(k)) {
+        return Err(out_of_sync(format!(
+            "account {} is indexed but not in this node's state",
+            k.address
+        )));
+    }
+    let mut accounts_out: Vec<(Address, AccountDiff)> = keyed
+        .iter()
+        .zip(&prior_accounts)
+        .map(|(k, before)| {
+            let info = if k.flags & F_DELETED == 0 { *before } else { None };
+            let storage_cleared = k.flags & F_CLEARED != 0;
+            (k.address, AccountDiff { info, storage_cleared, storage: BTreeMap::new() })
+        })
+        .collect();
     let mut prior_slots = prior_slots.into_iter();
-    for (k, before) in keyed.into_iter().zip(prior_accounts) {
-        let (address, f) = (k.address, k.flags);
-        let before = before.ok_or_else(|| {
-            out_of_sync(format!("account {address} is indexed but not in this node's state"))
-        })?;
-        let info = if f & F_DELETED != 0 {
-            None
-        } else {
-            let mut after = before;
+    for (k, (address, change)) in keyed.iter().zip(accounts_out.iter_mut()) {
+        let f = k.flags;
+        let live = change.info.is_some();
+        if let Some(after) = change.info.as_mut() {
             if f & F_NONCE != 0 {
-                let nonce = nonces.value(&U256::from(before.nonce))?;
+                let nonce = nonces.value(&U256::from(after.nonce))?;
                 after.nonce = nonce.try_into().map_err(|_| CodecError::Malformed {
                     section: "nonces",
                     what: "nonce over 64 bits",
                 })?;
             }
             if f & F_BALANCE != 0 {
-                after.balance = balances.value(&before.balance)?;
+                balances.value_in_place(&mut after.balance)?;
             }
             if f & F_CODE != 0 {
                 after.code_hash = match code_refs.varint()? {
@@ -734,12 +777,8 @@ fn decode_payload(
                     )?,
                 };
             }
-            Some(after)
-        };
-        let live = info.is_some();
-        let mut change =
-            AccountDiff { info, storage_cleared: f & F_CLEARED != 0, storage: BTreeMap::new() };
-        edits.account(address, k.known, !live, change.storage_cleared);
+        }
+        edits.account(*address, k.known, !live, change.storage_cleared);
         if !k.slots.is_empty() {
             // Slots arrive as two ascending runs (known, then new): collected and built in
             // bulk, which is several times cheaper than inserting one by one.
@@ -753,13 +792,12 @@ fn decode_payload(
                 };
                 let value = slot_values.value(&before)?;
                 if live {
-                    edits.slot(address, *slot, indexed, value.is_zero());
+                    edits.slot(*address, *slot, indexed, value.is_zero());
                 }
                 slots.push((*slot, value));
             }
             change.storage = BTreeMap::from_iter(slots);
         }
-        accounts_out.push((address, change));
     }
     // Two ascending runs again (known accounts, then new ones): one sort merges them.
     diff.accounts = accounts_out.into_iter().collect();

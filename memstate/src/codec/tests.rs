@@ -164,8 +164,29 @@ proptest! {
         prop_assert_eq!(content(&mut enc.index.clone()), rebuilt);
     }
 
+    /// A full node's fused step gives what decoding and then applying give: the same diff,
+    /// the same wiped slots and the same state, message after message.
+    #[test]
+    fn decode_apply_is_decode_then_apply(all in diffs()) {
+        let (sender, receiver, mut enc, mut dec) = stream(&all);
+        let fused = MemState::new();
+        fused.apply(&all[0]);
+        let mut fused_dec = DiffCodec::from_state(&fused);
+        for diff in &all[1..] {
+            let message = enc.encode(diff, &sender).unwrap();
+            sender.apply(diff);
+            let got = dec.decode(&message, &receiver.view()).unwrap();
+            let wiped = receiver.apply(&got);
+            let (fused_got, fused_wiped) = fused_dec.decode_apply(&message, &fused).unwrap();
+            prop_assert_eq!(&fused_got, &got);
+            prop_assert_eq!(fused_wiped, wiped);
+            prop_assert_eq!(fused.mpt_root(), receiver.mpt_root());
+        }
+        prop_assert_eq!(fused.mpt_root(), sender.mpt_root());
+    }
+
     /// Truncated, flipped, extended and spliced messages never panic; a message that fails
-    /// leaves the index where it was.
+    /// leaves the index where it was, and through `decode_apply` the state too.
     #[test]
     fn mutated_messages_fail_cleanly(
         all in diffs(),
@@ -188,7 +209,13 @@ proptest! {
         let mut probe = DiffCodec::new(dec.index.clone());
         let before = content(&mut probe.index.clone());
         if probe.decode(&bytes, &receiver).is_err() {
+            prop_assert_eq!(content(&mut probe.index), before.clone());
+        }
+        let mut probe = DiffCodec::new(dec.index.clone());
+        let (root, version) = (receiver.mpt_root(), receiver.version());
+        if probe.decode_apply(&bytes, &receiver).is_err() {
             prop_assert_eq!(content(&mut probe.index), before);
+            prop_assert_eq!((receiver.mpt_root(), receiver.version()), (root, version));
         }
     }
 

@@ -73,6 +73,7 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
+    #[inline]
     pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.remaining() < n {
             return Err(self.short());
@@ -82,10 +83,12 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(super) fn byte(&mut self) -> Result<u8, CodecError> {
         Ok(self.bytes(1)?[0])
     }
 
+    #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, CodecError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -120,6 +123,7 @@ impl<'a> Reader<'a> {
         Ok(v as usize)
     }
 
+    #[inline]
     fn trimmed(&mut self, len: usize) -> Result<U256, CodecError> {
         if len > 32 {
             return Err(CodecError::Malformed {
@@ -134,10 +138,15 @@ impl<'a> Reader<'a> {
                 what: "value with a leading zero byte",
             });
         }
-        Ok(U256::from_be_slice(bytes))
+        // Right-aligned in a 32-byte buffer, the value converts with four byte swaps, where
+        // `from_be_slice` goes byte by byte.
+        let mut word = [0u8; 32];
+        word[32 - bytes.len()..].copy_from_slice(bytes);
+        Ok(U256::from_be_bytes(word))
     }
 
     /// Reads what [`put_value`] wrote against the same `prior`.
+    #[inline]
     pub(super) fn value(&mut self, prior: &U256) -> Result<U256, CodecError> {
         let tag = self.byte()?;
         let v = self.trimmed(usize::from(tag & 0x3f))?;
@@ -150,7 +159,24 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// As [`Reader::value`] against the prior `*value`, which it replaces: written in place,
+    /// a value is not copied out of a returned `Result` (whose wide loads would wait for the
+    /// narrow stores that wrote it).
+    pub(super) fn value_in_place(&mut self, value: &mut U256) -> Result<(), CodecError> {
+        let tag = self.byte()?;
+        let v = self.trimmed(usize::from(tag & 0x3f))?;
+        let bad = |what| CodecError::Malformed { section: self.section, what };
+        *value = match tag >> 6 {
+            0 => v,
+            1 => value.checked_add(v).ok_or(bad("delta overflows"))?,
+            2 => value.checked_sub(v).ok_or(bad("delta below zero"))?,
+            _ => return Err(bad("unknown value mode")),
+        };
+        Ok(())
+    }
+
     /// Reads what [`put_number`] wrote.
+    #[inline]
     pub(super) fn number(&mut self) -> Result<U256, CodecError> {
         let len = usize::from(self.byte()?);
         self.trimmed(len)
