@@ -392,7 +392,7 @@ impl StateView<'_> {
     /// The fields of every account of `addresses`, appended to `out` in order: as
     /// [`StateView::account`] for each, with the entries of later addresses prefetched while
     /// earlier ones are read, so that the misses of a large state overlap.
-    pub fn accounts(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+    pub fn accounts(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
         let locate = |address: &Address| {
             let at = (self.state.shard_of(address), hash_address(address));
             self.shards[at.0].prefetch(at.1);
@@ -493,7 +493,7 @@ impl StateWriter<'_> {
 
     /// As [`StateView::accounts`]; it also remembers where each account was found, for
     /// [`StateWriter::apply`].
-    pub fn accounts(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+    pub fn accounts(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
         let locate = |address: &Address| {
             let at = (self.state.shard_of(address), hash_address(address));
             self.shards[at.0].prefetch(at.1);
@@ -501,6 +501,7 @@ impl StateWriter<'_> {
         };
         let mut ahead = Lookahead::new(addresses.iter(), locate);
         let mut found = self.found.borrow_mut();
+        found.reserve(addresses.len());
         out.extend(addresses.iter().map(|address| {
             let (shard, hash) = ahead.next(locate);
             let table = &self.shards[shard].accounts;
@@ -597,6 +598,9 @@ impl StateWriter<'_> {
                                 .filter(|slot| !change.storage.contains_key(slot))
                                 .map(|slot| (*address, slot)),
                         );
+                    }
+                    if change.storage.is_empty() {
+                        continue;
                     }
                     let locate = |account: &Account, slot: &U256| {
                         let hash = hash_slot(slot);

@@ -151,7 +151,7 @@ pub trait PriorState {
         out.extend(slots.iter().map(|slot| self.storage(address, slot)));
     }
     /// The fields of several accounts, appended to `out` in order.
-    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+    fn accounts_many(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
         out.extend(addresses.iter().map(|address| self.account(address)));
     }
 }
@@ -178,7 +178,7 @@ impl PriorState for StateView<'_> {
     fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
         StateView::storage_many(self, address, slots, out);
     }
-    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+    fn accounts_many(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
         StateView::accounts(self, addresses, out);
     }
 }
@@ -193,7 +193,7 @@ impl PriorState for StateWriter<'_> {
     fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
         StateWriter::storage_many(self, address, slots, out);
     }
-    fn accounts_many(&self, addresses: &[Address], out: &mut Vec<Option<AccountData>>) {
+    fn accounts_many(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
         StateWriter::accounts(self, addresses, out);
     }
 }
@@ -542,38 +542,66 @@ fn read_gaps(r: &mut Reader<'_>, n: usize, limit: usize) -> Result<Vec<usize>, C
     Ok(out)
 }
 
-/// The receiver's values of `keyed`'s accounts (`None` for an indexed account it does not
-/// have) and of their indexed slots, in order. The indexed accounts are `keyed`'s first
-/// `known.len()`, whose addresses `known` lists.
-fn read_priors(
+/// The receiver's values of the indexed slots of the accounts at `addresses`, in order;
+/// `keyed` describes each account.
+fn read_prior_slots(
     prior: &impl PriorState,
+    addresses: &[Address],
     keyed: &[Keyed],
-    known: &[Address],
     slots: &[U256],
-) -> (Vec<Option<AccountData>>, Vec<U256>) {
-    let mut accounts = Vec::with_capacity(keyed.len());
-    prior.accounts_many(known, &mut accounts);
-    accounts.resize(keyed.len(), Some(AccountData::EMPTY));
+) -> Vec<U256> {
     let mut values = Vec::with_capacity(slots.len());
-    for k in keyed {
-        let known = &slots[k.slots.start..k.slots.start + k.known_slots];
+    for (k, address) in keyed.iter().zip(addresses) {
+        let known = &slots[k.known_slots()];
         if !known.is_empty() {
-            prior.storage_many(&k.address, known, &mut values);
+            prior.storage_many(address, known, &mut values);
         }
     }
-    (accounts, values)
+    values
 }
 
-/// One account of a message with its keys resolved: the first pass of decoding.
+/// Writes the prior values [`PriorState::accounts_many`] reads into the entries of a decoded
+/// diff, in order, and notes the first account the receiver does not have.
+struct PriorSink<'a> {
+    entries: std::slice::IterMut<'a, (Address, AccountDiff)>,
+    missing: Option<Address>,
+}
+
+impl Extend<Option<AccountData>> for PriorSink<'_> {
+    fn extend<I: IntoIterator<Item = Option<AccountData>>>(&mut self, iter: I) {
+        for (prior, (address, change)) in iter.into_iter().zip(&mut self.entries) {
+            match prior {
+                Some(data) => change.info = Some(data),
+                None => {
+                    self.missing.get_or_insert(*address);
+                }
+            }
+        }
+    }
+}
+
+/// One account of a message with its keys resolved: the first pass of decoding. Its address
+/// is at the same place in the list of the message's addresses. Small (16 bytes), since a
+/// message's working lists compete for the cache with the state they read.
 struct Keyed {
-    address: Address,
     /// In the index before the message.
     known: bool,
     flags: u8,
-    /// Its slots in the message's slot list: the first `known_slots` were indexed, the rest
-    /// are new.
-    slots: std::ops::Range<usize>,
-    known_slots: usize,
+    /// Its slots in the message's slot list, `start..end`: the first `known` were indexed, the
+    /// rest are new.
+    start: u32,
+    end: u32,
+    known_slots: u32,
+}
+
+impl Keyed {
+    fn slots(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    fn known_slots(&self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.known_slots) as usize
+    }
 }
 
 fn decode_payload(
@@ -722,38 +750,44 @@ fn decode_payload(
                 slot_keys_out.push(slot);
             }
         }
+        // A payload is at most MAX_PAYLOAD_BYTES, so its slot counts fit in 32 bits.
         keyed.push(Keyed {
-            address,
             known: is_known,
             flags: f,
-            slots: first_slot..slot_keys_out.len(),
-            known_slots,
+            start: first_slot as u32,
+            end: slot_keys_out.len() as u32,
+            known_slots: known_slots as u32,
         });
     }
 
-    let (prior_accounts, prior_slots) =
-        read_priors(prior, &keyed, &accounts[..n_known], &slot_keys_out);
-    // The entries are first built from the prior values in one pass, then the changed fields
-    // are decoded into them in place: an entry built on the stack and then moved is copied
-    // with wide loads that wait for the narrow stores that wrote it.
-    if let Some(k) = keyed.iter().zip(&prior_accounts).find_map(|(k, p)| p.is_none().then_some(k)) {
-        return Err(out_of_sync(format!(
-            "account {} is indexed but not in this node's state",
-            k.address
-        )));
-    }
+    // The entries are built first, new accounts with empty prior values, and the receiver's
+    // values of the known ones are then read into them; the changed fields are decoded into
+    // them in place last. Entries built on the stack and then moved would be copied with wide
+    // loads that wait for the narrow stores that wrote them, and a list of prior values
+    // apart would compete for the cache with the state being read.
     let mut accounts_out: Vec<(Address, AccountDiff)> = keyed
         .iter()
-        .zip(&prior_accounts)
-        .map(|(k, before)| {
-            let info = if k.flags & F_DELETED == 0 { *before } else { None };
+        .zip(&accounts)
+        .map(|(k, address)| {
+            let info = Some(AccountData::EMPTY);
             let storage_cleared = k.flags & F_CLEARED != 0;
-            (k.address, AccountDiff { info, storage_cleared, storage: BTreeMap::new() })
+            (*address, AccountDiff { info, storage_cleared, storage: BTreeMap::new() })
         })
         .collect();
+    let mut sink = PriorSink { entries: accounts_out[..n_known].iter_mut(), missing: None };
+    prior.accounts_many(&accounts[..n_known], &mut sink);
+    if let Some(address) = sink.missing {
+        return Err(out_of_sync(format!(
+            "account {address} is indexed but not in this node's state"
+        )));
+    }
+    let prior_slots = read_prior_slots(prior, &accounts, &keyed, &slot_keys_out);
     let mut prior_slots = prior_slots.into_iter();
     for (k, (address, change)) in keyed.iter().zip(accounts_out.iter_mut()) {
         let f = k.flags;
+        if f & F_DELETED != 0 {
+            change.info = None;
+        }
         let live = change.info.is_some();
         if let Some(after) = change.info.as_mut() {
             if f & F_NONCE != 0 {
@@ -779,12 +813,12 @@ fn decode_payload(
             }
         }
         edits.account(*address, k.known, !live, change.storage_cleared);
-        if !k.slots.is_empty() {
+        if k.end > k.start {
             // Slots arrive as two ascending runs (known, then new): collected and built in
             // bulk, which is several times cheaper than inserting one by one.
-            let mut slots = Vec::with_capacity(k.slots.len());
-            for (i, slot) in slot_keys_out[k.slots.clone()].iter().enumerate() {
-                let indexed = i < k.known_slots;
+            let mut slots = Vec::with_capacity(k.slots().len());
+            for (i, slot) in slot_keys_out[k.slots()].iter().enumerate() {
+                let indexed = i < k.known_slots as usize;
                 let before = if indexed {
                     prior_slots.next().expect("one prior value per known slot")
                 } else {

@@ -138,11 +138,20 @@ impl<'a> Reader<'a> {
                 what: "value with a leading zero byte",
             });
         }
-        // Right-aligned in a 32-byte buffer, the value converts with four byte swaps, where
-        // `from_be_slice` goes byte by byte.
-        let mut word = [0u8; 32];
-        word[32 - bytes.len()..].copy_from_slice(bytes);
-        Ok(U256::from_be_bytes(word))
+        // Limb by limb from the end: a whole limb is one load and a byte swap, where
+        // `from_be_slice` goes byte by byte (and a copy into a zeroed word would be reloaded
+        // wide from narrow stores, which waits for them).
+        let mut limbs = [0u64; 4];
+        let mut end = bytes.len();
+        for limb in limbs.iter_mut() {
+            let start = end.saturating_sub(8);
+            *limb = match bytes[start..end].try_into() {
+                Ok(whole) => u64::from_be_bytes(whole),
+                Err(_) => bytes[start..end].iter().fold(0, |v, &b| (v << 8) | u64::from(b)),
+            };
+            end = start;
+        }
+        Ok(U256::from_limbs(limbs))
     }
 
     /// Reads what [`put_value`] wrote against the same `prior`.
