@@ -587,8 +587,8 @@ struct Keyed {
     /// In the index before the message.
     known: bool,
     flags: u8,
-    /// Its slots in the message's slot list, `start..end`: the first `known` were indexed, the
-    /// rest are new.
+    /// Its slots in the message's slot list, `start..end`: the first `known_slots` were
+    /// indexed, the rest are new.
     start: u32,
     end: u32,
     known_slots: u32,

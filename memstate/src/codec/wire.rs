@@ -157,15 +157,9 @@ impl<'a> Reader<'a> {
     /// Reads what [`put_value`] wrote against the same `prior`.
     #[inline]
     pub(super) fn value(&mut self, prior: &U256) -> Result<U256, CodecError> {
-        let tag = self.byte()?;
-        let v = self.trimmed(usize::from(tag & 0x3f))?;
-        let bad = |what| CodecError::Malformed { section: self.section, what };
-        match tag >> 6 {
-            0 => Ok(v),
-            1 => prior.checked_add(v).ok_or(bad("delta overflows")),
-            2 => prior.checked_sub(v).ok_or(bad("delta below zero")),
-            _ => Err(bad("unknown value mode")),
-        }
+        let mut value = *prior;
+        self.value_in_place(&mut value)?;
+        Ok(value)
     }
 
     /// As [`Reader::value`] against the prior `*value`, which it replaces: written in place,
