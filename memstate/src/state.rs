@@ -386,36 +386,24 @@ impl std::fmt::Debug for StateView<'_> {
 impl StateView<'_> {
     /// The account's fields, or `None` if it does not exist.
     pub fn account(&self, address: &Address) -> Option<AccountData> {
-        self.shards[self.state.shard_of(address)].get(address).map(Account::data)
+        held_account(self.state, &self.shards, address).map(Account::data)
     }
 
     /// The fields of every account of `addresses`, appended to `out` in order: as
     /// [`StateView::account`] for each, with the entries of later addresses prefetched while
     /// earlier ones are read, so that the misses of a large state overlap.
     pub fn accounts(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
-        let locate = |address: &Address| {
-            let at = (self.state.shard_of(address), hash_address(address));
-            self.shards[at.0].prefetch(at.1);
-            at
-        };
-        let mut ahead = Lookahead::new(addresses.iter(), locate);
-        out.extend(addresses.iter().map(|address| {
-            let (shard, hash) = ahead.next(locate);
-            self.shards[shard].find(hash, address).map(Account::data)
-        }));
+        held_accounts(self.state, &self.shards, addresses, out, |_| {});
     }
 
     /// A storage slot's value (zero when unset or the account does not exist).
     pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
-        self.shards[self.state.shard_of(address)]
-            .get(address)
-            .map(|a| a.slot(slot))
-            .unwrap_or_default()
+        held_account(self.state, &self.shards, address).map(|a| a.slot(slot)).unwrap_or_default()
     }
 
     /// As [`MemState::storage_many`].
     pub fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
-        slots_of(self.shards[self.state.shard_of(address)].get(address), slots, out);
+        slots_of(held_account(self.state, &self.shards, address), slots, out);
     }
 
     /// Code by its hash.
@@ -488,40 +476,25 @@ impl std::fmt::Debug for StateWriter<'_> {
 impl StateWriter<'_> {
     /// The account's fields, or `None` if it does not exist.
     pub fn account(&self, address: &Address) -> Option<AccountData> {
-        self.shards[self.state.shard_of(address)].get(address).map(Account::data)
+        held_account(self.state, &self.shards, address).map(Account::data)
     }
 
     /// As [`StateView::accounts`]; it also remembers where each account was found, for
     /// [`StateWriter::apply`].
     pub fn accounts(&self, addresses: &[Address], out: &mut impl Extend<Option<AccountData>>) {
-        let locate = |address: &Address| {
-            let at = (self.state.shard_of(address), hash_address(address));
-            self.shards[at.0].prefetch(at.1);
-            at
-        };
-        let mut ahead = Lookahead::new(addresses.iter(), locate);
         let mut found = self.found.borrow_mut();
         found.reserve(addresses.len());
-        out.extend(addresses.iter().map(|address| {
-            let (shard, hash) = ahead.next(locate);
-            let table = &self.shards[shard].accounts;
-            let bucket = table.find_bucket_index(hash, |(a, _)| a == address)?;
-            found.push(Found { address: *address, shard, bucket });
-            table.get_bucket(bucket).map(|(_, account)| account.data())
-        }));
+        held_accounts(self.state, &self.shards, addresses, out, |f| found.push(f));
     }
 
     /// A storage slot's value (zero when unset or the account does not exist).
     pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
-        self.shards[self.state.shard_of(address)]
-            .get(address)
-            .map(|a| a.slot(slot))
-            .unwrap_or_default()
+        held_account(self.state, &self.shards, address).map(|a| a.slot(slot)).unwrap_or_default()
     }
 
     /// As [`MemState::storage_many`].
     pub fn storage_many(&self, address: &Address, slots: &[U256], out: &mut Vec<U256>) {
-        slots_of(self.shards[self.state.shard_of(address)].get(address), slots, out);
+        slots_of(held_account(self.state, &self.shards, address), slots, out);
     }
 
     /// Applies `diff` ([`MemState::apply`]) and releases the locks. Accounts read through
@@ -618,6 +591,40 @@ impl StateWriter<'_> {
         state.version.fetch_add(1, Ordering::AcqRel);
         wiped
     }
+}
+
+/// The account at `address` in `shards`, every shard of `state` held locked (for reading or
+/// writing): what [`StateView`] and [`StateWriter`] read through.
+fn held_account<'s, S: std::ops::Deref<Target = Shard>>(
+    state: &MemState,
+    shards: &'s [S],
+    address: &Address,
+) -> Option<&'s Account> {
+    shards[state.shard_of(address)].get(address)
+}
+
+/// The batch read of [`StateView::accounts`] over held `shards`, telling `found` where each
+/// account present was found.
+fn held_accounts<S: std::ops::Deref<Target = Shard>>(
+    state: &MemState,
+    shards: &[S],
+    addresses: &[Address],
+    out: &mut impl Extend<Option<AccountData>>,
+    mut found: impl FnMut(Found),
+) {
+    let locate = |address: &Address| {
+        let at = (state.shard_of(address), hash_address(address));
+        shards[at.0].prefetch(at.1);
+        at
+    };
+    let mut ahead = Lookahead::new(addresses.iter(), locate);
+    out.extend(addresses.iter().map(|address| {
+        let (shard, hash) = ahead.next(locate);
+        let table = &shards[shard].accounts;
+        let bucket = table.find_bucket_index(hash, |(a, _)| a == address)?;
+        found(Found { address: *address, shard, bucket });
+        table.get_bucket(bucket).map(|(_, account)| account.data())
+    }));
 }
 
 fn slots_of(account: Option<&Account>, slots: &[U256], out: &mut Vec<U256>) {
